@@ -1,0 +1,482 @@
+//! `shard-index`: build, update, inspect and verify dataset manifests; generate test datasets.
+//!
+//! A thin layer over the `shard_index` library: argument parsing (clap), a progress bar on a
+//! terminal (indicatif; nothing when stderr is a pipe), human or `--json` output, and exit codes
+//! (0 success, 1 failure, 2 verification found mismatches).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use shard_index::format::{Compression, FormatChoice, ShardFormat, ShardKind};
+use shard_index::indexer::{self, BuildSummary, IndexOptions, Reporter};
+use shard_index::manifest::Manifest;
+use shard_index::runtime::block_on;
+use shard_index::storage::StorageOptions;
+use shard_index::synth::{self, SynthConfig};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "shard-index",
+    version,
+    about = "Index sharded datasets in object storage"
+)]
+struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress bar and no human summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List a prefix and write a manifest of its shards.
+    Build(BuildArgs),
+    /// Re-list the manifest's sources; re-read only new or changed objects.
+    Update(UpdateArgs),
+    /// Summarise a manifest.
+    Inspect(InspectArgs),
+    /// Check that every shard still matches the manifest (--deep: decode and count).
+    Verify(VerifyArgs),
+    /// Write a synthetic dataset with known contents.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// object_store config key=value (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    storage_options: Vec<(String, String)>,
+    /// Objects read at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Dataset location: s3://, gs://, az://, http(s)://, file:// URL or a local path.
+    #[arg(required = true)]
+    source: Vec<String>,
+    /// Where to write the manifest (local path or URL).
+    #[arg(short, long)]
+    output: String,
+    /// Shard format: auto (from names), parquet, tar or jsonl.
+    #[arg(long, default_value = "auto")]
+    format: FormatChoice,
+    /// Only index paths (relative to the source) matching this glob; repeatable.
+    #[arg(long)]
+    include: Vec<String>,
+    /// Skip paths matching this glob; repeatable.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// List unreadable objects in the summary instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    manifest: String,
+    /// Write the updated manifest here instead of over MANIFEST.
+    #[arg(short, long)]
+    output: Option<String>,
+    #[arg(long)]
+    skip_bad: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    manifest: String,
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    storage_options: Vec<(String, String)>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    manifest: String,
+    /// Decode every shard and compare its sample count.
+    #[arg(long)]
+    deep: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Output directory.
+    dir: PathBuf,
+    /// parquet, tar, tar.zst, jsonl or jsonl.zst.
+    #[arg(long, default_value = "parquet")]
+    format: ShardKind,
+    #[arg(long, default_value_t = 10_000)]
+    samples: u64,
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// Token-list length range, e.g. 16..256 or 2048 (fixed).
+    #[arg(long, default_value = "16..256")]
+    tokens: String,
+    /// Extra binary blob bytes per sample.
+    #[arg(long, default_value_t = 0)]
+    blob_bytes: u32,
+    #[arg(long, default_value_t = 1000)]
+    row_group_rows: u32,
+    /// PLAIN-encoded, uncompressed Parquet.
+    #[arg(long)]
+    plain: bool,
+    /// Equal shard and row-group sizes.
+    #[arg(long)]
+    even: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Build(a) => build(a, quiet),
+        Command::Update(a) => update(a, quiet),
+        Command::Inspect(a) => inspect(a),
+        Command::Verify(a) => verify(a, quiet),
+        Command::Generate(a) => generate(a),
+    }
+}
+
+fn options(store: &StoreArgs, skip_bad: bool) -> IndexOptions {
+    IndexOptions {
+        concurrency: store.concurrency,
+        storage_options: store.storage_options.iter().cloned().collect(),
+        skip_bad,
+        ..IndexOptions::default()
+    }
+}
+
+fn build(a: BuildArgs, quiet: bool) -> Result<ExitCode> {
+    let opts = IndexOptions {
+        format: a.format,
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
+        ..options(&a.store, a.skip_bad)
+    };
+    let bar = Bar::new(quiet || a.json, "indexing");
+    let (manifest, summary) = block_on(indexer::build(&a.source, &opts, &bar))??;
+    manifest
+        .write_to(&a.output, &opts.storage_options)
+        .with_context(|| format!("writing {}", a.output))?;
+    report_build(&summary, &a.output, a.json, quiet)
+}
+
+fn update(a: UpdateArgs, quiet: bool) -> Result<ExitCode> {
+    let opts = options(&a.store, a.skip_bad);
+    let previous = Manifest::read(&a.manifest, &opts.storage_options)?;
+    let bar = Bar::new(quiet || a.json, "updating");
+    let (manifest, summary) = block_on(indexer::update(&previous, &opts, &bar))??;
+    let output = a.output.as_deref().unwrap_or(&a.manifest);
+    manifest
+        .write_to(output, &opts.storage_options)
+        .with_context(|| format!("writing {output}"))?;
+    report_build(&summary, output, a.json, quiet)
+}
+
+fn report_build(s: &BuildSummary, output: &str, json: bool, quiet: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else if !quiet {
+        println!(
+            "wrote {output}: {} shards, {} samples, {} in {:.2}s ({:.0} shards/s, {} read)",
+            s.shards,
+            s.samples,
+            human_bytes(s.bytes),
+            s.seconds,
+            s.shards_per_s,
+            human_bytes(s.bytes_read)
+        );
+        if s.objects_ignored > 0 {
+            println!("ignored {} non-shard objects", s.objects_ignored);
+        }
+        if !s.added.is_empty() || !s.removed.is_empty() || !s.changed.is_empty() || s.unchanged > 0
+        {
+            println!(
+                "unchanged {}, added {}, removed {}, changed {}",
+                s.unchanged,
+                s.added.len(),
+                s.removed.len(),
+                s.changed.len()
+            );
+            for (tag, list) in [("+", &s.added), ("-", &s.removed), ("~", &s.changed)] {
+                for p in list.iter().take(20) {
+                    println!("  {tag} {p}");
+                }
+            }
+        }
+        for b in &s.bad {
+            println!("skipped {}: {}", b.path, b.error);
+        }
+        println!("fingerprint {}", s.fingerprint);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(a: InspectArgs) -> Result<ExitCode> {
+    let opts: StorageOptions = a.storage_options.into_iter().collect();
+    let m = Manifest::read(&a.manifest, &opts)?;
+    let sizes = m.sizes();
+    let smallest = (0..m.len()).min_by_key(|&i| (sizes[i], i));
+    let largest = (0..m.len()).max_by_key(|&i| (sizes[i], std::cmp::Reverse(i)));
+    let shard_json = |i: Option<usize>| {
+        i.map(|i| serde_json::json!({"path": m.url(i), "bytes": m.size(i), "samples": m.num_samples(i)}))
+    };
+    let mut formats = std::collections::BTreeMap::<String, u64>::new();
+    for i in 0..m.len() {
+        *formats.entry(m.kind(i).to_string()).or_default() += 1;
+    }
+    let row_groups: usize = (0..m.len()).map(|i| m.row_groups(i).len()).sum();
+    let report = serde_json::json!({
+        "manifest": a.manifest,
+        "version": format!("{}.{}", m.meta.version.0, m.meta.version.1),
+        "builder": m.meta.builder,
+        "sources": m.meta.sources,
+        "shards": m.meta.totals.shards,
+        "samples": m.meta.totals.samples,
+        "bytes": m.meta.totals.bytes,
+        "row_groups": row_groups,
+        "formats": formats,
+        "fingerprint": m.meta.fingerprint,
+        "schema": m.meta.schema.fields().iter().map(|f| serde_json::json!({
+            "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()
+        })).collect::<Vec<_>>(),
+        "smallest": shard_json(smallest),
+        "largest": shard_json(largest),
+        "part": m.meta.part,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "manifest     {} (format {}, {})",
+        a.manifest,
+        report["version"].as_str().unwrap_or(""),
+        m.meta.builder
+    );
+    for s in &m.meta.sources {
+        println!("source       {s}");
+    }
+    println!("shards       {}", m.meta.totals.shards);
+    println!("samples      {}", m.meta.totals.samples);
+    println!(
+        "bytes        {} ({})",
+        m.meta.totals.bytes,
+        human_bytes(m.meta.totals.bytes)
+    );
+    println!(
+        "formats      {}",
+        formats
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if row_groups > 0 {
+        println!("row groups   {row_groups}");
+    }
+    println!("fingerprint  {}", m.meta.fingerprint);
+    if let (Some(s), Some(l)) = (smallest, largest) {
+        println!(
+            "smallest     {} ({}, {} samples)",
+            m.url(s),
+            human_bytes(m.size(s)),
+            m.num_samples(s)
+        );
+        println!(
+            "largest      {} ({}, {} samples)",
+            m.url(l),
+            human_bytes(m.size(l)),
+            m.num_samples(l)
+        );
+    }
+    println!("schema");
+    for f in m.meta.schema.fields() {
+        println!(
+            "  {:<20} {}{}",
+            f.name(),
+            f.data_type(),
+            if f.is_nullable() { "" } else { " not null" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs, quiet: bool) -> Result<ExitCode> {
+    let opts = options(&a.store, false);
+    let m = Manifest::read(&a.manifest, &opts.storage_options)?;
+    let bar = Bar::new(
+        quiet || a.json,
+        if a.deep { "decoding" } else { "checking" },
+    );
+    let report = block_on(indexer::verify(&m, &opts, a.deep, &bar))??;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !quiet {
+        println!(
+            "{} of {} shards ok{} in {:.2}s",
+            report.ok,
+            report.shards,
+            if report.deep { " (decoded)" } else { "" },
+            report.seconds
+        );
+        for m in &report.mismatches {
+            println!("MISMATCH {}: {}", m.path, m.problem);
+        }
+    }
+    Ok(if report.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn generate(a: GenerateArgs) -> Result<ExitCode> {
+    let (tokens_min, tokens_max) = match a.tokens.split_once("..") {
+        Some((lo, hi)) => (lo.parse()?, hi.parse()?),
+        None => {
+            let n = a.tokens.parse()?;
+            (n, n)
+        }
+    };
+    if a.format.format == ShardFormat::Parquet && a.format.compression != Compression::None {
+        bail!("Parquet shards compress their pages themselves; use --format parquet");
+    }
+    let cfg = SynthConfig {
+        kind: a.format,
+        samples: a.samples,
+        shards: a.shards,
+        tokens_min,
+        tokens_max,
+        blob_bytes: a.blob_bytes,
+        row_group_rows: a.row_group_rows,
+        parquet_plain: a.plain,
+        uneven: !a.even,
+        seed: a.seed,
+    };
+    let report = synth::generate(&a.dir, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "wrote {} {} shards with {} samples ({}) to {}",
+            report.shards,
+            report.format,
+            report.samples,
+            human_bytes(report.bytes),
+            report.dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on a terminal; silent otherwise.
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(quiet: bool, what: &'static str) -> Self {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} {wide_bar} {pos}/{len} objects  {prefix}  {per_sec}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(what);
+        Self(Some(bar))
+    }
+}
+
+impl Reporter for Bar {
+    fn start(&self, objects: u64, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(objects);
+            b.set_prefix(format!("of {}", human_bytes(bytes)));
+        }
+    }
+    fn advance(&self, _bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(1);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

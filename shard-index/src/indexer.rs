@@ -1,0 +1,537 @@
+//! Building, updating and verifying manifests.
+//!
+//! [`build`] lists every source, filters the listing (shard formats, `--include`/`--exclude`,
+//! markers like `_SUCCESS`), describes each object concurrently (bounded by
+//! [`IndexOptions::concurrency`], one tokio task per object so CPU-heavy decompression spreads
+//! over the runtime's threads and a panic in a decoder stays confined to its object), retries
+//! transient failures, reconciles the shards' schemas and returns a [`Manifest`].
+//!
+//! The result never depends on completion order: rows are sorted by (source, path) and the
+//! schema is taken from the first shard in that order, so `--concurrency 1` and `64` agree
+//! byte for byte.
+
+use crate::error::{Error, Result};
+use crate::format::{is_ignored_name, FormatChoice, ShardFormat, ShardKind};
+use crate::manifest::{Manifest, ShardEntry};
+use crate::scan::{self, ScannedShard};
+use crate::schema::reconcile;
+use crate::storage::{Location, StorageOptions};
+use futures::{StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use object_store::ObjectMeta;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// How to index.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub format: FormatChoice,
+    /// Globs on the path relative to the source root; empty means everything.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Objects described at once.
+    pub concurrency: usize,
+    pub storage_options: StorageOptions,
+    /// Record bad objects in the summary instead of failing.
+    pub skip_bad: bool,
+    /// Attempts per object for transient errors (network, throttling).
+    pub attempts: u32,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            format: FormatChoice::Auto,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            concurrency: 16,
+            storage_options: StorageOptions::new(),
+            skip_bad: false,
+            attempts: 3,
+        }
+    }
+}
+
+/// Progress callbacks; the CLI draws a bar from them, libraries and tests ignore them.
+pub trait Reporter: Send + Sync {
+    /// Listing is done: this many objects and bytes will be read.
+    fn start(&self, _objects: u64, _bytes: u64) {}
+    /// One object is done (successfully or not); `bytes` is its size.
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
+
+/// A reporter that reports nothing.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// An object that could not be indexed (listed with `--skip-bad`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BadObject {
+    pub path: String,
+    pub error: String,
+}
+
+/// What a build did, for humans (`Display`) and scripts (`--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub sources: usize,
+    pub objects_listed: u64,
+    pub objects_ignored: u64,
+    pub shards: u64,
+    pub samples: u64,
+    pub bytes: u64,
+    /// Bytes read from the store to describe the shards (footers only, for Parquet).
+    pub bytes_read: u64,
+    pub bad: Vec<BadObject>,
+    pub seconds: f64,
+    pub shards_per_s: f64,
+    pub fingerprint: String,
+    /// Shards reused unchanged from the previous manifest (`update` only).
+    pub unchanged: u64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+/// A listed object that looks like a shard.
+struct Candidate {
+    source: u32,
+    relative: String,
+    display: String,
+    meta: ObjectMeta,
+    kind: ShardKind,
+}
+
+struct Listing {
+    locations: Vec<Location>,
+    candidates: Vec<Candidate>,
+    listed: u64,
+    ignored: u64,
+}
+
+/// Indexes `sources` (URLs or local paths) into a manifest.
+pub async fn build(
+    sources: &[String],
+    options: &IndexOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, BuildSummary)> {
+    build_with_previous(sources, options, reporter, None).await
+}
+
+/// Re-lists the sources of `previous` and re-reads only new or changed objects.
+pub async fn update(
+    previous: &Manifest,
+    options: &IndexOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, BuildSummary)> {
+    let sources = previous.meta.sources.clone();
+    build_with_previous(&sources, options, reporter, Some(previous)).await
+}
+
+async fn build_with_previous(
+    sources: &[String],
+    options: &IndexOptions,
+    reporter: &dyn Reporter,
+    previous: Option<&Manifest>,
+) -> Result<(Manifest, BuildSummary)> {
+    let started = Instant::now();
+    if sources.is_empty() {
+        return Err(Error::Config("no source given".into()));
+    }
+    if options.concurrency == 0 {
+        return Err(Error::Config("concurrency must be at least 1".into()));
+    }
+    let filter = Filter::new(options)?;
+    let listing = list_sources(sources, options, &filter).await?;
+
+    // Split into objects we can reuse from the previous manifest and objects to read.
+    let listed: HashSet<(u32, String)> = listing
+        .candidates
+        .iter()
+        .map(|c| (c.source, c.relative.clone()))
+        .collect();
+    let mut reused = Vec::new();
+    let mut to_read = Vec::new();
+    let mut changed = Vec::new();
+    let mut added = Vec::new();
+    for c in listing.candidates {
+        let old = previous.and_then(|p| p.find(c.source, &c.relative).map(|i| p.entry(i)));
+        match old {
+            Some(e) if e.size == c.meta.size && e.etag == c.meta.e_tag && e.kind == c.kind => {
+                reused.push(e)
+            }
+            Some(_) => {
+                changed.push(c.display.clone());
+                to_read.push(c);
+            }
+            None => {
+                if previous.is_some() {
+                    added.push(c.display.clone());
+                }
+                to_read.push(c);
+            }
+        }
+    }
+    let removed = previous
+        .map(|p| {
+            (0..p.len())
+                .filter(|&i| !listed.contains(&(p.source(i), p.path(i).to_string())))
+                .map(|i| p.url(i))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+
+    let total_bytes = to_read.iter().map(|c| c.meta.size).sum();
+    reporter.start(to_read.len() as u64, total_bytes);
+    let (scanned, mut bad) = scan_all(&listing.locations, to_read, options, reporter).await?;
+    reporter.finish();
+
+    let bytes_read = scanned.iter().map(|s| s.bytes_read).sum();
+    let mut shards: Vec<(ShardEntry, Option<arrow_schema::Schema>)> = scanned
+        .into_iter()
+        .map(|s| (s.entry, Some(s.schema)))
+        .collect();
+    let unchanged = reused.len() as u64;
+    let previous_schema = previous.map(|p| p.meta.schema.clone());
+    shards.extend(reused.into_iter().map(|e| (e, None)));
+    shards.sort_by(|a, b| (a.0.source, &a.0.path).cmp(&(b.0.source, &b.0.path)));
+
+    let displays: Vec<String> = shards
+        .iter()
+        .map(|(e, _)| listing.locations[e.source as usize].display(&e.path))
+        .collect();
+    let (schema, rejected) = reconcile(
+        &shards,
+        &displays,
+        previous_schema.as_ref(),
+        options.skip_bad,
+    )?;
+    for i in rejected.iter().rev() {
+        let (e, _) = shards.remove(i.0);
+        bad.push(BadObject {
+            path: listing.locations[e.source as usize].display(&e.path),
+            error: i.1.clone(),
+        });
+    }
+    bad.sort_by(|a, b| a.path.cmp(&b.path));
+    if shards.is_empty() {
+        return Err(Error::EmptySource {
+            location: sources.join(", "),
+            filter: filter.describe(),
+        });
+    }
+    let entries: Vec<ShardEntry> = shards.into_iter().map(|(e, _)| e).collect();
+    let urls = listing.locations.iter().map(|l| l.url.clone()).collect();
+    let manifest = Manifest::from_entries(urls, schema, entries, None)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = BuildSummary {
+        sources: sources.len(),
+        objects_listed: listing.listed,
+        objects_ignored: listing.ignored,
+        shards: manifest.meta.totals.shards,
+        samples: manifest.meta.totals.samples,
+        bytes: manifest.meta.totals.bytes,
+        bytes_read,
+        bad,
+        seconds,
+        shards_per_s: manifest.meta.totals.shards as f64 / seconds.max(1e-9),
+        fingerprint: manifest.meta.fingerprint.clone(),
+        unchanged,
+        added,
+        removed,
+        changed,
+    };
+    Ok((manifest, summary))
+}
+
+/// Include/exclude globs and the format choice.
+struct Filter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    format: FormatChoice,
+    text: String,
+}
+
+impl Filter {
+    fn new(options: &IndexOptions) -> Result<Self> {
+        let set = |globs: &[String]| -> Result<Option<GlobSet>> {
+            if globs.is_empty() {
+                return Ok(None);
+            }
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g).map_err(|e| Error::Config(format!("bad glob {g:?}: {e}")))?);
+            }
+            b.build()
+                .map(Some)
+                .map_err(|e| Error::Config(format!("bad globs: {e}")))
+        };
+        let mut text = String::new();
+        if !options.include.is_empty() {
+            text.push_str(&format!(" (include {:?})", options.include));
+        }
+        if !options.exclude.is_empty() {
+            text.push_str(&format!(" (exclude {:?})", options.exclude));
+        }
+        if let FormatChoice::Only(f) = options.format {
+            text.push_str(&format!(" (format {f:?})"));
+        }
+        Ok(Self {
+            include: set(&options.include)?,
+            exclude: set(&options.exclude)?,
+            format: options.format,
+            text,
+        })
+    }
+
+    fn kind_of(&self, relative: &str) -> Option<ShardKind> {
+        if relative.is_empty() || is_ignored_name(relative) {
+            return None;
+        }
+        if self.include.as_ref().is_some_and(|g| !g.is_match(relative)) {
+            return None;
+        }
+        if self.exclude.as_ref().is_some_and(|g| g.is_match(relative)) {
+            return None;
+        }
+        ShardKind::resolve(relative, self.format)
+    }
+
+    fn describe(&self) -> String {
+        self.text.clone()
+    }
+}
+
+async fn list_sources(
+    sources: &[String],
+    options: &IndexOptions,
+    filter: &Filter,
+) -> Result<Listing> {
+    let mut listing = Listing {
+        locations: Vec::new(),
+        candidates: Vec::new(),
+        listed: 0,
+        ignored: 0,
+    };
+    for (source, raw) in sources.iter().enumerate() {
+        let mut loc = Location::open(raw, &options.storage_options)?;
+        let prefix = (!loc.prefix.as_ref().is_empty()).then_some(&loc.prefix);
+        let mut objects: Vec<ObjectMeta> = loc
+            .store
+            .list(prefix)
+            .map_err(|e| Error::storage(loc.url.clone(), e))
+            .try_collect()
+            .await
+            .or_else(|e| match e {
+                // A local prefix that does not exist lists as "not found": treat it as empty and
+                // let the single-object / empty-source logic below explain.
+                Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(e),
+            })?;
+        if objects.is_empty() && !loc.prefix.as_ref().is_empty() {
+            // The source may name one object rather than a prefix.
+            if let Ok(meta) = scan::head(loc.store.as_ref(), &loc.prefix, &loc.url).await {
+                loc = loc.parent();
+                objects.push(meta);
+            }
+        }
+        listing.listed += objects.len() as u64;
+        let index = source as u32;
+        for meta in objects {
+            let relative = loc.relative(&meta.location).to_string();
+            match filter.kind_of(&relative) {
+                Some(kind) => listing.candidates.push(Candidate {
+                    source: index,
+                    display: loc.display(&relative),
+                    relative,
+                    meta,
+                    kind,
+                }),
+                None => listing.ignored += 1,
+            }
+        }
+        listing.locations.push(loc);
+    }
+    // Deterministic work order (and so deterministic "first error" at concurrency 1).
+    listing
+        .candidates
+        .sort_by(|a, b| (a.source, &a.relative).cmp(&(b.source, &b.relative)));
+    Ok(listing)
+}
+
+async fn scan_all(
+    locations: &[Location],
+    candidates: Vec<Candidate>,
+    options: &IndexOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<ScannedShard>, Vec<BadObject>)> {
+    let stores: Vec<_> = locations.iter().map(|l| l.store.clone()).collect();
+    let attempts = options.attempts.max(1);
+    let mut results = futures::stream::iter(candidates.into_iter().map(|c| {
+        let store = stores[c.source as usize].clone();
+        let size = c.meta.size;
+        let display = c.display.clone();
+        let task = tokio::spawn(async move {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let r = scan::scan_object(store.as_ref(), &c.meta, &c.relative, &c.display, c.kind)
+                    .await
+                    .map(|mut s| {
+                        s.entry.source = c.source;
+                        s
+                    });
+                match r {
+                    Err(e) if e.is_transient() && attempt < attempts => {
+                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    }
+                    r => return r,
+                }
+            }
+        });
+        async move {
+            let r = match task.await {
+                Ok(r) => r,
+                Err(join) => Err(Error::MalformedParquet {
+                    path: display.clone(),
+                    reason: format!("the decoder crashed ({join})"),
+                }),
+            };
+            (display, size, r)
+        }
+    }))
+    .buffer_unordered(options.concurrency);
+
+    let mut scanned = Vec::new();
+    let mut bad = Vec::new();
+    while let Some((display, size, r)) = results.next().await {
+        reporter.advance(size);
+        match r {
+            Ok(s) => scanned.push(s),
+            Err(e) if options.skip_bad => bad.push(BadObject {
+                path: display,
+                error: e.to_string(),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((scanned, bad))
+}
+
+/// One shard whose stored description no longer matches the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mismatch {
+    pub path: String,
+    pub problem: String,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub shards: u64,
+    pub deep: bool,
+    pub ok: u64,
+    pub mismatches: Vec<Mismatch>,
+    pub seconds: f64,
+}
+
+/// Checks every shard of `manifest` against the store: size and etag, and with `deep` the
+/// sample count obtained by decoding the whole shard.
+pub async fn verify(
+    manifest: &Manifest,
+    options: &IndexOptions,
+    deep: bool,
+    reporter: &dyn Reporter,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let mut locations = Vec::new();
+    for s in &manifest.meta.sources {
+        locations.push(Location::open(s, &options.storage_options)?);
+    }
+    let total: u64 = manifest.sizes().iter().sum();
+    reporter.start(manifest.len() as u64, total);
+    let checks = (0..manifest.len()).map(|i| {
+        let entry = manifest.entry(i);
+        let loc = locations[entry.source as usize].clone();
+        tokio::spawn(async move {
+            let display = loc.display(&entry.path);
+            let key = loc.key(&entry.path);
+            let result = verify_one(&loc, &key, &entry, &display, deep).await;
+            (display, entry.size, result)
+        })
+    });
+    let mut stream = futures::stream::iter(checks).buffer_unordered(options.concurrency.max(1));
+    let mut mismatches = Vec::new();
+    let mut ok = 0;
+    while let Some(joined) = stream.next().await {
+        let (display, size, result) =
+            joined.map_err(|e| Error::Config(format!("verify task failed: {e}")))?;
+        reporter.advance(size);
+        match result {
+            Ok(()) => ok += 1,
+            Err(e) => mismatches.push(Mismatch {
+                path: display,
+                problem: e.to_string(),
+            }),
+        }
+    }
+    reporter.finish();
+    mismatches.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(VerifyReport {
+        shards: manifest.len() as u64,
+        deep,
+        ok,
+        mismatches,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn verify_one(
+    loc: &Location,
+    key: &object_store::path::Path,
+    entry: &ShardEntry,
+    display: &str,
+    deep: bool,
+) -> Result<()> {
+    let meta = scan::head(loc.store.as_ref(), key, display).await?;
+    let expected = ObjectMeta {
+        location: key.clone(),
+        last_modified: meta.last_modified,
+        size: entry.size,
+        e_tag: entry.etag.clone(),
+        version: None,
+    };
+    scan::check_same_object(&expected, &meta, display)?;
+    if !deep {
+        return Ok(());
+    }
+    let counted = match entry.kind.format {
+        ShardFormat::Parquet => {
+            crate::deep::count_parquet_rows(loc.store.clone(), &expected, display).await?
+        }
+        _ => {
+            scan::scan_object(
+                loc.store.as_ref(),
+                &expected,
+                &entry.path,
+                display,
+                entry.kind,
+            )
+            .await?
+            .entry
+            .num_samples
+        }
+    };
+    if counted != entry.num_samples {
+        return Err(Error::ObjectChanged {
+            path: display.into(),
+            detail: format!(
+                "decoded {counted} samples, the manifest says {}",
+                entry.num_samples
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! Turning a dataset location (URL or local path) into an object store and a prefix.
+//!
+//! Every backend goes through `object_store`. Configuration comes from the standard environment
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*`) overlaid with explicit `storage_options` (object_store's own
+//! config keys, e.g. `aws_endpoint`, `allow_http`).
+//!
+//! One deliberate difference from object_store's defaults: when no credentials are configured
+//! for a cloud store we fail at once with [`Error::MissingCredentials`] instead of letting the
+//! client probe the cloud's instance-metadata endpoint. Off the cloud that probe hangs for
+//! minutes; on the cloud, set `AWS_EC2_METADATA_DISABLED=false` (or the storage option
+//! `use_instance_metadata=true`) to opt in to instance roles.
+
+use crate::error::{Error, Result};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Key/value options forwarded to the object_store builder (its config keys).
+pub type StorageOptions = BTreeMap<String, String>;
+
+/// Our own option (not an object_store key): allow cloud instance-metadata credentials.
+const USE_INSTANCE_METADATA: &str = "use_instance_metadata";
+/// Our own options bounding object_store's retries: attempts, and total seconds.
+const MAX_RETRIES: &str = "max_retries";
+const RETRY_TIMEOUT_SECS: &str = "retry_timeout_secs";
+const OWN_KEYS: [&str; 3] = [USE_INSTANCE_METADATA, MAX_RETRIES, RETRY_TIMEOUT_SECS];
+
+/// Options meant for object_store's builders (ours filtered out).
+fn builder_options(options: &StorageOptions) -> impl Iterator<Item = (&String, &String)> {
+    options
+        .iter()
+        .filter(|(k, _)| !OWN_KEYS.contains(&k.as_str()))
+}
+
+/// A dataset root: the store holding it, the prefix inside that store, and its canonical URL.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The store all objects of the dataset are read from.
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix of the dataset inside `store` (no trailing slash; empty for a bucket root).
+    pub prefix: StorePath,
+    /// Canonical URL of the root, as written into manifests (`file:///abs/dir`, `s3://b/p`).
+    pub url: String,
+}
+
+impl Location {
+    /// Opens `location` (a URL or a local path) with the given options.
+    pub fn open(location: &str, options: &StorageOptions) -> Result<Self> {
+        let url = to_url(location)?;
+        let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = match url.scheme() {
+            "file" => {
+                let path = url.to_file_path().map_err(|()| Error::InvalidLocation {
+                    location: location.into(),
+                    reason: "not a valid local path".into(),
+                })?;
+                let prefix =
+                    StorePath::from_filesystem_path(&path).map_err(|e| Error::InvalidLocation {
+                        location: location.into(),
+                        reason: e.to_string(),
+                    })?;
+                (Arc::new(LocalFileSystem::new()), prefix)
+            }
+            "s3" | "s3a" => {
+                require_credentials(location, options, &aws_credential_sources())?;
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_url(url.as_str())
+                    .with_retry(retry_config(location, options)?);
+                // Bounded timeouts so a stalled connection cannot hang a job; as config keys,
+                // so they do not replace client settings taken from the environment.
+                builder = builder
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "10s")
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s");
+                for (k, v) in builder_options(options) {
+                    let key = k.parse().map_err(|e| bad_option(location, k, e))?;
+                    builder = builder.with_config(key, v);
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| Error::InvalidLocation {
+                        location: location.into(),
+                        reason: e.to_string(),
+                    })?;
+                (Arc::new(store), url_prefix(&url, location)?)
+            }
+            "gs" => {
+                require_credentials(location, options, &gcs_credential_sources())?;
+                let mut builder = GoogleCloudStorageBuilder::from_env()
+                    .with_url(url.as_str())
+                    .with_retry(retry_config(location, options)?);
+                for (k, v) in builder_options(options) {
+                    let key = k.parse().map_err(|e| bad_option(location, k, e))?;
+                    builder = builder.with_config(key, v);
+                }
+                let store = builder.build().map_err(|e| Error::InvalidLocation {
+                    location: location.into(),
+                    reason: e.to_string(),
+                })?;
+                (Arc::new(store), url_prefix(&url, location)?)
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                require_credentials(location, options, &azure_credential_sources())?;
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_url(url.as_str())
+                    .with_retry(retry_config(location, options)?);
+                for (k, v) in builder_options(options) {
+                    let key = k.parse().map_err(|e| bad_option(location, k, e))?;
+                    builder = builder.with_config(key, v);
+                }
+                let store = builder.build().map_err(|e| Error::InvalidLocation {
+                    location: location.into(),
+                    reason: e.to_string(),
+                })?;
+                (Arc::new(store), url_prefix(&url, location)?)
+            }
+            "http" | "https" => {
+                let base = &url[..url::Position::BeforePath];
+                let store = HttpBuilder::new()
+                    .with_url(base)
+                    .with_retry(retry_config(location, options)?)
+                    .with_client_options(client_options(options))
+                    .build()
+                    .map_err(|e| Error::InvalidLocation {
+                        location: location.into(),
+                        reason: e.to_string(),
+                    })?;
+                let prefix = StorePath::parse(url.path().trim_matches('/')).map_err(|e| {
+                    Error::InvalidLocation {
+                        location: location.into(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                (Arc::new(store), prefix)
+            }
+            other => {
+                return Err(Error::InvalidLocation {
+                    location: location.into(),
+                    reason: format!(
+                        "unsupported scheme {other:?}: use s3://, gs://, az://, http(s)://, file:// or a local path"
+                    ),
+                })
+            }
+        };
+        let url = canonical_url(&url);
+        Ok(Self { store, prefix, url })
+    }
+
+    /// The path of an object relative to the dataset root (what manifests store).
+    pub fn relative<'a>(&self, key: &'a StorePath) -> &'a str {
+        let key = key.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            return key;
+        }
+        key.strip_prefix(prefix)
+            .map(|rest| rest.trim_start_matches('/'))
+            .unwrap_or(key)
+    }
+
+    /// The store key of a path relative to the root.
+    pub fn key(&self, relative: &str) -> StorePath {
+        if self.prefix.as_ref().is_empty() {
+            StorePath::from(relative)
+        } else if relative.is_empty() {
+            self.prefix.clone()
+        } else {
+            StorePath::from(format!("{}/{}", self.prefix.as_ref(), relative))
+        }
+    }
+
+    /// The location one level up: used when a source names a single object, whose manifest
+    /// path is then its file name under its directory.
+    pub fn parent(&self) -> Self {
+        let parts: Vec<_> = self.prefix.parts().collect();
+        let prefix = StorePath::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned());
+        let url = match self.url.rfind('/') {
+            Some(i) if !self.url[..i].ends_with('/') => self.url[..i].to_string(),
+            _ => self.url.clone(),
+        };
+        Self {
+            store: self.store.clone(),
+            prefix,
+            url,
+        }
+    }
+
+    /// A printable URL for an object relative to the root (for error messages).
+    pub fn display(&self, relative: &str) -> String {
+        if relative.is_empty() {
+            self.url.clone()
+        } else {
+            format!("{}/{}", self.url.trim_end_matches('/'), relative)
+        }
+    }
+}
+
+/// Accepts URLs and plain (absolute or relative) local paths.
+pub fn to_url(location: &str) -> Result<Url> {
+    if location.is_empty() {
+        return Err(Error::InvalidLocation {
+            location: location.into(),
+            reason: "empty location".into(),
+        });
+    }
+    if location.contains("://") {
+        return Url::parse(location).map_err(|e| Error::InvalidLocation {
+            location: location.into(),
+            reason: e.to_string(),
+        });
+    }
+    let path = std::path::absolute(location).map_err(|e| Error::io(location, e))?;
+    Url::from_file_path(&path).map_err(|()| Error::InvalidLocation {
+        location: location.into(),
+        reason: "not an absolute local path".into(),
+    })
+}
+
+fn url_prefix(url: &Url, location: &str) -> Result<StorePath> {
+    StorePath::from_url_path(url.path().trim_matches('/')).map_err(|e| Error::InvalidLocation {
+        location: location.into(),
+        reason: e.to_string(),
+    })
+}
+
+fn canonical_url(url: &Url) -> String {
+    let mut s = url.to_string();
+    while s.ends_with('/') && !s.ends_with("://") && !s.ends_with(":///") {
+        s.pop();
+    }
+    s
+}
+
+fn bad_option(location: &str, key: &str, e: object_store::Error) -> Error {
+    Error::Config(format!(
+        "storage option {key:?} is not a known config key for {location}: {e}"
+    ))
+}
+
+/// Retries with a bounded total time: a data loader should surface a dead store in seconds
+/// to a minute, not after object_store's default three minutes.
+fn retry_config(location: &str, options: &StorageOptions) -> Result<RetryConfig> {
+    let number = |key: &str, default: u64| -> Result<u64> {
+        options.get(key).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| {
+                Error::Config(format!(
+                    "storage option {key} for {location} must be a whole number, got {v:?}"
+                ))
+            })
+        })
+    };
+    Ok(RetryConfig {
+        max_retries: number(MAX_RETRIES, 8)? as usize,
+        retry_timeout: Duration::from_secs(number(RETRY_TIMEOUT_SECS, 60)?),
+        ..RetryConfig::default()
+    })
+}
+
+fn client_options(options: &StorageOptions) -> ClientOptions {
+    // A stalled connection must not hang a job: bound connecting and each request.
+    let mut client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_secs(120));
+    for (k, v) in builder_options(options) {
+        if let Ok(key) = k.parse() {
+            client = client.with_config(key, v);
+        }
+    }
+    client
+}
+
+struct CredentialSources {
+    env: &'static [&'static str],
+    options: &'static [&'static str],
+    hint: &'static str,
+}
+
+fn aws_credential_sources() -> CredentialSources {
+    CredentialSources {
+        env: &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_SKIP_SIGNATURE",
+        ],
+        options: &[
+            "aws_access_key_id",
+            "access_key_id",
+            "skip_signature",
+            "aws_skip_signature",
+        ],
+        hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the storage options \
+               aws_access_key_id/aws_secret_access_key), AWS_SKIP_SIGNATURE=true for a public \
+               bucket, or AWS_EC2_METADATA_DISABLED=false to use an EC2 instance role",
+    }
+}
+
+fn gcs_credential_sources() -> CredentialSources {
+    CredentialSources {
+        env: &[
+            "GOOGLE_SERVICE_ACCOUNT",
+            "GOOGLE_SERVICE_ACCOUNT_PATH",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_SKIP_SIGNATURE",
+        ],
+        options: &[
+            "google_service_account",
+            "service_account",
+            "google_service_account_key",
+            "service_account_key",
+            "google_application_credentials",
+            "google_skip_signature",
+            "skip_signature",
+        ],
+        hint: "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT (or storage options), \
+               or AWS_EC2_METADATA_DISABLED=false / use_instance_metadata=true on a GCE VM",
+    }
+}
+
+fn azure_credential_sources() -> CredentialSources {
+    CredentialSources {
+        env: &[
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCESS_KEY",
+            "AZURE_STORAGE_SAS_KEY",
+            "AZURE_STORAGE_TOKEN",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_STORAGE_USE_EMULATOR",
+            "AZURE_SKIP_SIGNATURE",
+        ],
+        options: &[
+            "azure_storage_account_key",
+            "account_key",
+            "access_key",
+            "azure_storage_sas_key",
+            "sas_key",
+            "azure_storage_token",
+            "bearer_token",
+            "azure_client_secret",
+            "client_secret",
+            "azure_skip_signature",
+            "skip_signature",
+            "use_emulator",
+        ],
+        hint: "set AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY or a client secret (or \
+               storage options), or use_instance_metadata=true for a managed identity",
+    }
+}
+
+fn require_credentials(
+    location: &str,
+    options: &StorageOptions,
+    sources: &CredentialSources,
+) -> Result<()> {
+    let env_set = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty());
+    let metadata_allowed = std::env::var("AWS_EC2_METADATA_DISABLED")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("false"))
+        || options
+            .get(USE_INSTANCE_METADATA)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let configured = sources.env.iter().any(|k| env_set(k))
+        || sources.options.iter().any(|k| options.contains_key(*k));
+    if configured || metadata_allowed {
+        Ok(())
+    } else {
+        Err(Error::MissingCredentials {
+            location: location.into(),
+            hint: sources.hint.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_become_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::open(dir.path().to_str().unwrap(), &StorageOptions::new()).unwrap();
+        assert!(loc.url.starts_with("file:///"), "{}", loc.url);
+        assert!(!loc.url.ends_with('/'));
+        let key = loc.key("a/b.parquet");
+        assert_eq!(loc.relative(&key), "a/b.parquet");
+    }
+
+    #[test]
+    fn unknown_scheme_is_a_clear_error() {
+        let err = Location::open("ftp://host/x", &StorageOptions::new()).unwrap_err();
+        assert!(err.to_string().contains("unsupported scheme"), "{err}");
+    }
+
+    #[test]
+    fn s3_without_credentials_fails_fast() {
+        if std::env::var("AWS_ACCESS_KEY_ID").is_ok() {
+            return; // the developer's environment has credentials; nothing to check here
+        }
+        let err = Location::open("s3://bucket/prefix", &StorageOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::MissingCredentials { .. }), "{err}");
+        assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
+    }
+
+    #[test]
+    fn unknown_storage_option_is_rejected() {
+        let mut opts = StorageOptions::new();
+        opts.insert("aws_access_key_id".into(), "x".into());
+        opts.insert("no_such_key".into(), "1".into());
+        let err = Location::open("s3://bucket/prefix", &opts).unwrap_err();
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+}
