@@ -62,7 +62,7 @@ impl Location {
                     reason: "not a valid local path".into(),
                 })?;
                 let prefix =
-                    StorePath::from_filesystem_path(&path).map_err(|e| Error::InvalidLocation {
+                    StorePath::from_absolute_path(&path).map_err(|e| Error::InvalidLocation {
                         location: location.into(),
                         reason: e.to_string(),
                     })?;

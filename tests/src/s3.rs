@@ -53,7 +53,8 @@ impl S3Server {
 
     pub fn start_with(root: &Path, config: ServerConfig) -> Result<Self> {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        let fs = s3s_fs::FileSystem::new(root).context("s3s-fs root")?;
+        let fs = s3s_fs::FileSystem::new(root)
+            .map_err(|e| anyhow::anyhow!("s3s-fs root {}: {e:?}", root.display()))?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
