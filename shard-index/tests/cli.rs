@@ -372,3 +372,93 @@ fn dir_of_generated(tmp: &tempfile::TempDir) -> PathBuf {
     generate(&dir, "parquet", 10, 1);
     dir.join("part-00000.parquet")
 }
+
+#[test]
+fn plan_dump_delivers_every_sample_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    generate(&dir, "parquet", 1001, 9);
+    let m = tmp.path().join("m.parquet");
+    ok_json(&["build", s(&dir), "-o", s(&m), "--json"]);
+    let dump = tmp.path().join("plan.jsonl");
+    let summary = ok_json(&[
+        "plan",
+        s(&m),
+        "--nodes",
+        "3",
+        "--ranks-per-node",
+        "2",
+        "--workers",
+        "2",
+        "--batch-size",
+        "7",
+        "--window",
+        "64",
+        "--seed",
+        "5",
+        "--rank",
+        "4",
+        "--json",
+        "--dump",
+        s(&dump),
+    ]);
+    assert_eq!(summary["total_samples"], 1001);
+    assert_eq!(summary["first_samples"].as_array().unwrap().len(), 20);
+    let mut seen = vec![0u32; 1001];
+    let mut batches_per_rank = std::collections::BTreeMap::<u64, u64>::new();
+    let mut padded = 0;
+    for line in std::fs::read_to_string(&dump).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        *batches_per_rank
+            .entry(v["rank"].as_u64().unwrap())
+            .or_default() += 1;
+        let samples = v["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 7);
+        for (s, p) in samples.iter().zip(v["padded"].as_array().unwrap()) {
+            if p.as_bool().unwrap() {
+                padded += 1;
+            } else {
+                seen[s.as_u64().unwrap() as usize] += 1;
+            }
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1), "every sample exactly once");
+    assert_eq!(batches_per_rank.len(), 6);
+    let counts: std::collections::BTreeSet<u64> = batches_per_rank.values().copied().collect();
+    assert_eq!(
+        counts.len(),
+        1,
+        "every rank the same number of batches: {batches_per_rank:?}"
+    );
+    assert_eq!(padded, summary["padded_samples"].as_u64().unwrap());
+
+    // Another epoch is another order; the same epoch is the same order.
+    let again = tmp.path().join("again.jsonl");
+    let other = tmp.path().join("other.jsonl");
+    let base = [
+        "plan",
+        s(&m),
+        "--nodes",
+        "3",
+        "--ranks-per-node",
+        "2",
+        "--workers",
+        "2",
+        "--batch-size",
+        "7",
+        "--window",
+        "64",
+        "--seed",
+        "5",
+    ];
+    ok_json(&[&base[..], &["--json", "--dump", s(&again)]].concat());
+    ok_json(&[&base[..], &["--json", "--epoch", "1", "--dump", s(&other)]].concat());
+    let a = std::fs::read(&dump).unwrap();
+    assert_eq!(a, std::fs::read(&again).unwrap());
+    assert_ne!(a, std::fs::read(&other).unwrap());
+
+    let out = run(&["plan", s(&m), "--batch-size", "0"]);
+    assert!(!out.status.success());
+    let out = run(&["plan", s(&m), "--batch-size", "4", "--weights", "1,2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--weights needs 1"));
+}

@@ -46,6 +46,61 @@ enum Command {
     Verify(VerifyArgs),
     /// Write a synthetic dataset with known contents.
     Generate(GenerateArgs),
+    /// Dry-run the epoch plan: per-rank counts, locality, cache needs, shuffle quality.
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// One manifest per stream.
+    #[arg(required = true)]
+    manifest: Vec<String>,
+    /// Stream weights (comma-separated, one per manifest): each stream's share of the epoch.
+    #[arg(long, value_delimiter = ',', conflicts_with = "repeats")]
+    weights: Vec<f64>,
+    /// Stream repeat counts (comma-separated): how many times each sample appears per epoch.
+    #[arg(long, value_delimiter = ',')]
+    repeats: Vec<f64>,
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    #[arg(long, default_value_t = 1)]
+    ranks_per_node: u32,
+    /// Consumers inside one rank (DataLoader workers).
+    #[arg(long, default_value_t = 1)]
+    workers: u32,
+    /// Samples per batch per rank.
+    #[arg(long)]
+    batch_size: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 0)]
+    epoch: u64,
+    /// Shuffle window in samples (default: 256 MiB worth of samples).
+    #[arg(long, conflicts_with = "window_bytes")]
+    window: Option<u64>,
+    /// Shuffle window in bytes.
+    #[arg(long)]
+    window_bytes: Option<u64>,
+    /// Canonical nodes (default: --nodes); fix it to resume on other node counts.
+    #[arg(long)]
+    canonical_nodes: Option<u32>,
+    #[arg(long)]
+    drop_last: bool,
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Show this rank's first samples as (shard path, row).
+    #[arg(long)]
+    rank: Option<u32>,
+    /// How many samples --rank shows.
+    #[arg(long, default_value_t = 20)]
+    show: usize,
+    /// Write every batch of every consumer as a JSON line to FILE (small datasets).
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    storage_options: Vec<(String, String)>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -191,6 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(a) => inspect(a),
         Command::Verify(a) => verify(a, quiet),
         Command::Generate(a) => generate(a),
+        Command::Plan(a) => plan(a),
     }
 }
 
@@ -425,6 +481,193 @@ fn generate(a: GenerateArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn plan(a: PlanArgs) -> Result<ExitCode> {
+    use shard_index::plan::{
+        EpochPlan, Mix, PlanOptions, StreamSpec, Topology, Window, DEFAULT_WINDOW,
+    };
+    let opts: StorageOptions = a.storage_options.iter().cloned().collect();
+    let n = a.manifest.len();
+    let mixes: Vec<Mix> = match (a.weights.is_empty(), a.repeats.is_empty()) {
+        (false, _) if a.weights.len() != n => bail!("--weights needs {n} values, one per manifest"),
+        (_, false) if a.repeats.len() != n => bail!("--repeats needs {n} values, one per manifest"),
+        (false, _) => a.weights.iter().map(|&w| Mix::Weight(w)).collect(),
+        (_, false) => a.repeats.iter().map(|&r| Mix::Repeat(r)).collect(),
+        _ => vec![Mix::Repeat(1.0); n],
+    };
+    let manifests = a
+        .manifest
+        .iter()
+        .map(|m| Manifest::read(m, &opts).with_context(|| format!("reading {m}")))
+        .collect::<Result<Vec<_>>>()?;
+    let streams: Vec<StreamSpec> = manifests
+        .iter()
+        .zip(&a.manifest)
+        .zip(mixes)
+        .map(|((m, name), mix)| StreamSpec::from_manifest(name.clone(), m, mix))
+        .collect();
+    let topology = Topology::new(a.nodes, a.ranks_per_node, a.workers);
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let window = match (a.window, a.window_bytes) {
+        (Some(w), _) => Window::Samples(w),
+        (_, Some(b)) => Window::Bytes(b),
+        _ => DEFAULT_WINDOW,
+    };
+    let options = PlanOptions {
+        seed: a.seed,
+        shuffle: !a.no_shuffle,
+        window,
+        global_batch_size: a.batch_size.saturating_mul(topology.world()),
+        drop_last: a.drop_last,
+        canonical_nodes: a.canonical_nodes,
+        epoch_size: None,
+    };
+    let plan = EpochPlan::with_topology(streams, options, a.epoch, topology)?;
+    let summary = plan.summary(topology)?;
+    let first = match a.rank {
+        Some(r) => {
+            let rank_plan = plan.rank(topology, r)?;
+            let mut out = Vec::new();
+            for batch in rank_plan.batches_from(0) {
+                for s in batch.samples {
+                    let m = &manifests[s.stream as usize];
+                    out.push(serde_json::json!({
+                        "stream": s.stream, "shard": m.url(s.shard as usize), "row": s.row,
+                        "global": s.global, "padded": s.padded,
+                    }));
+                    if out.len() >= a.show {
+                        break;
+                    }
+                }
+                if out.len() >= a.show {
+                    break;
+                }
+            }
+            Some(out)
+        }
+        None => None,
+    };
+    if let Some(path) = &a.dump {
+        dump_plan(&plan, topology, path, n > 1)?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&summary)?;
+        if let Some(f) = &first {
+            v["first_samples"] = serde_json::Value::Array(f.clone());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "epoch {}: {} samples over {} node(s) x {} rank(s) x {} worker(s); canonical nodes {}",
+        summary.epoch,
+        summary.total_samples,
+        a.nodes,
+        a.ranks_per_node,
+        a.workers,
+        summary.canonical_nodes
+    );
+    println!(
+        "per rank       {} batches of {} = {} samples (padded {}, dropped {})",
+        summary.batches_per_rank,
+        summary.batch_size_per_rank,
+        summary.samples_per_rank,
+        summary.padded_samples,
+        summary.dropped_samples
+    );
+    println!("window         {} samples", summary.window_samples);
+    println!(
+        "locality       {}; read amplification {:.4} ({} shards read of {})",
+        if summary.locality {
+            "exact"
+        } else {
+            "approximate"
+        },
+        summary.read_amplification,
+        summary.shards_read,
+        summary.shards
+    );
+    println!(
+        "node cache     {} for one window (largest node)",
+        human_bytes(summary.max_window_cache_bytes)
+    );
+    for node in summary.per_node.iter().take(16) {
+        println!(
+            "  node {:<4} {:>8} shards  {:>10}  window cache {}",
+            node.node,
+            node.shards_touched,
+            human_bytes(node.bytes),
+            human_bytes(node.window_cache_bytes)
+        );
+    }
+    if summary.per_node.len() > 16 {
+        println!(
+            "  ... {} more nodes (see --json)",
+            summary.per_node.len() - 16
+        );
+    }
+    let q = &summary.shuffle;
+    println!(
+        "shuffle        {:.1} distinct shards per rank batch, {:.1} per global batch; rank correlation {:.4}; mean displacement {:.4} (first {} samples)",
+        q.mean_distinct_shards_per_rank_batch,
+        q.mean_distinct_shards_per_global_batch,
+        q.rank_correlation,
+        q.mean_abs_displacement,
+        q.samples_examined
+    );
+    if let Some(first) = first {
+        println!("rank {} first samples:", a.rank.unwrap_or(0));
+        for s in first {
+            println!(
+                "  {} row {}{}",
+                s["shard"].as_str().unwrap_or(""),
+                s["row"],
+                if s["padded"] == true { " (padded)" } else { "" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every batch of every consumer as JSON lines, in (rank, worker, batch) order.
+fn dump_plan(
+    plan: &shard_index::plan::EpochPlan,
+    topology: shard_index::plan::Topology,
+    path: &std::path::Path,
+    with_streams: bool,
+) -> Result<()> {
+    use std::io::Write;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for rank in 0..topology.world() as u32 {
+        let rank_plan = plan.rank(topology, rank)?;
+        for worker in 0..topology.workers_per_rank {
+            for batch in rank_plan.worker_batches(worker)? {
+                let mut line = serde_json::json!({
+                    "rank": rank,
+                    "worker": worker,
+                    "batch": batch.index,
+                    "samples": batch.samples.iter().map(|s| s.global).collect::<Vec<_>>(),
+                    "padded": batch.samples.iter().map(|s| s.padded).collect::<Vec<_>>(),
+                });
+                if with_streams {
+                    line["streams"] = batch
+                        .samples
+                        .iter()
+                        .map(|s| s.stream)
+                        .collect::<Vec<_>>()
+                        .into();
+                }
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// A progress bar on a terminal; silent otherwise.

@@ -79,6 +79,7 @@
 mod epoch;
 mod error;
 mod feistel;
+mod inputs;
 mod metrics;
 mod mix;
 mod order;
@@ -94,6 +95,7 @@ use serde::{Deserialize, Serialize};
 
 pub use epoch::{EpochPlan, Piece, MAX_CANONICAL_NODES};
 pub use error::{PlanError, Result};
+pub use inputs::DEFAULT_WINDOW;
 pub use metrics::{NodeSummary, PlanSummary, ShuffleQuality, DEFAULT_METRIC_SAMPLES};
 pub use mix::Mix;
 pub use rank::{Batch, Batches, RankPlan, SampleRef, Topology};
