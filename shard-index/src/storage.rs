@@ -215,7 +215,24 @@ pub fn to_url(location: &str) -> Result<Url> {
             reason: e.to_string(),
         });
     }
-    let path = std::path::absolute(location).map_err(|e| Error::io(location, e))?;
+    // object_store paths may not contain `..`: resolve it (canonically when the path exists,
+    // lexically when it does not, e.g. an output file or a prefix yet to be created).
+    let path = std::fs::canonicalize(location).or_else(|_| {
+        std::path::absolute(location).map(|p| {
+            let mut out = std::path::PathBuf::new();
+            for c in p.components() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+    });
+    let path = path.map_err(|e| Error::io(location, e))?;
     Url::from_file_path(&path).map_err(|()| Error::InvalidLocation {
         location: location.into(),
         reason: "not an absolute local path".into(),

@@ -94,7 +94,9 @@ impl Backend {
     }
 
     async fn put(&self, rel: &str, data: Vec<u8>) -> Result<()> {
-        self.store.put(&self.key(rel), PutPayload::from(data)).await?;
+        self.store
+            .put(&self.key(rel), PutPayload::from(data))
+            .await?;
         Ok(())
     }
 
@@ -124,7 +126,11 @@ async fn suite(b: &Backend, tmp: &Path) -> Result<()> {
             shards: 6,
             row_group_rows: 100,
             // Parquet shards larger than the footer read, so "footer only" is visible.
-            blob_bytes: if kind.format == ShardFormat::Parquet { 512 } else { 0 },
+            blob_bytes: if kind.format == ShardFormat::Parquet {
+                512
+            } else {
+                0
+            },
             ..SynthConfig::default()
         };
         let local = tmp.join(format!("{}-{n}", b.name));
@@ -135,25 +141,58 @@ async fn suite(b: &Backend, tmp: &Path) -> Result<()> {
         let (m64, _) = indexer::build(&[b.url(&rel)], &b.opts(64), &Silent).await?;
         assert_eq!(s1.shards, 6, "{} {kind}", b.name);
         assert_eq!(m1.meta.totals.samples, cfg.samples, "{} {kind}", b.name);
-        assert_eq!(m1.sample_counts(), &report.shard_samples[..], "{} {kind}", b.name);
-        assert_eq!(m1.to_parquet_bytes()?, m64.to_parquet_bytes()?, "{} {kind}", b.name);
+        assert_eq!(
+            m1.sample_counts(),
+            &report.shard_samples[..],
+            "{} {kind}",
+            b.name
+        );
+        assert_eq!(
+            m1.to_parquet_bytes()?,
+            m64.to_parquet_bytes()?,
+            "{} {kind}",
+            b.name
+        );
         if kind.format == ShardFormat::Parquet {
             for i in 0..m1.len() {
                 let rgs = m1.row_groups(i);
                 assert!(rgs.len() > 1, "uneven row groups expected");
-                assert_eq!(rgs.iter().map(|r| r.num_rows).sum::<u64>(), m1.num_samples(i));
-                assert!(rgs.windows(2).all(|w| w[0].offset + w[0].length <= w[1].offset));
-                assert!(rgs.iter().all(|r| r.offset >= 4 && r.offset + r.length <= m1.size(i)));
+                assert_eq!(
+                    rgs.iter().map(|r| r.num_rows).sum::<u64>(),
+                    m1.num_samples(i)
+                );
+                assert!(rgs
+                    .windows(2)
+                    .all(|w| w[0].offset + w[0].length <= w[1].offset));
+                assert!(rgs
+                    .iter()
+                    .all(|r| r.offset >= 4 && r.offset + r.length <= m1.size(i)));
             }
             // Footer-only: far fewer bytes read than stored.
             let guess = shard_index::scan::parquet::FOOTER_GUESS;
-            assert!(s1.bytes_read <= s1.shards * guess, "{}: read {}", b.name, s1.bytes_read);
-            assert!(s1.bytes_read < s1.bytes / 2, "{}: read {} of {}", b.name, s1.bytes_read, s1.bytes);
+            assert!(
+                s1.bytes_read <= s1.shards * guess,
+                "{}: read {}",
+                b.name,
+                s1.bytes_read
+            );
+            assert!(
+                s1.bytes_read < s1.bytes / 2,
+                "{}: read {} of {}",
+                b.name,
+                s1.bytes_read,
+                s1.bytes
+            );
         } else {
             assert_eq!(s1.bytes_read, s1.bytes);
         }
         let report = indexer::verify(&m1, &b.opts(8), true, &Silent).await?;
-        assert!(report.mismatches.is_empty(), "{}: {:?}", b.name, report.mismatches);
+        assert!(
+            report.mismatches.is_empty(),
+            "{}: {:?}",
+            b.name,
+            report.mismatches
+        );
     }
 
     // 2. Update: one added, one removed, one changed, the rest reused without reading.
@@ -168,32 +207,74 @@ async fn suite(b: &Backend, tmp: &Path) -> Result<()> {
     b.upload(&local, "upd").await?;
     let (before, _) = indexer::build(&[b.url("upd")], &b.opts(4), &Silent).await?;
     b.store.delete(&b.key("upd/part-00000.jsonl")).await?;
-    b.put("upd/part-00001.jsonl", b"{\"id\": 1}\n".to_vec()).await?;
-    b.put("upd/part-00007.jsonl", b"{\"id\": 7}\n{\"id\": 8}\n".to_vec()).await?;
+    b.put("upd/part-00001.jsonl", b"{\"id\": 1}\n".to_vec())
+        .await?;
+    b.put(
+        "upd/part-00007.jsonl",
+        b"{\"id\": 7}\n{\"id\": 8}\n".to_vec(),
+    )
+    .await?;
     let stale = indexer::verify(&before, &b.opts(4), false, &Silent).await?;
-    assert_eq!(stale.mismatches.len(), 2, "{}: {:?}", b.name, stale.mismatches);
+    assert_eq!(
+        stale.mismatches.len(),
+        2,
+        "{}: {:?}",
+        b.name,
+        stale.mismatches
+    );
     let (after, s) = indexer::update(&before, &b.opts(4), &Silent).await?;
-    assert_eq!((s.added.len(), s.removed.len(), s.changed.len(), s.unchanged), (1, 1, 1, 2), "{}", b.name);
+    assert_eq!(
+        (s.added.len(), s.removed.len(), s.changed.len(), s.unchanged),
+        (1, 1, 1, 2),
+        "{}",
+        b.name
+    );
     assert_eq!(after.len(), 4);
     let fresh = indexer::verify(&after, &b.opts(4), true, &Silent).await?;
-    assert!(fresh.mismatches.is_empty(), "{}: {:?}", b.name, fresh.mismatches);
+    assert!(
+        fresh.mismatches.is_empty(),
+        "{}: {:?}",
+        b.name,
+        fresh.mismatches
+    );
 
     // 3. An object overwritten between listing and reading is caught, never described wrongly.
     b.put("race/a.jsonl", b"{\"id\": 1}\n".to_vec()).await?;
     let meta = b.store.head(&b.key("race/a.jsonl")).await?;
-    b.put("race/a.jsonl", b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n".to_vec()).await?;
+    b.put(
+        "race/a.jsonl",
+        b"{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3}\n".to_vec(),
+    )
+    .await?;
     let kind = ShardKind::new(ShardFormat::Jsonl, Compression::None);
-    let err = shard_index::scan::scan_object(b.store.as_ref(), &meta, "a.jsonl", "race/a.jsonl", kind)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::ObjectChanged { .. }), "{}: {err}", b.name);
+    let err =
+        shard_index::scan::scan_object(b.store.as_ref(), &meta, "a.jsonl", "race/a.jsonl", kind)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, Error::ObjectChanged { .. }),
+        "{}: {err}",
+        b.name
+    );
 
     // 4. An empty prefix and a malformed object.
-    let err = indexer::build(&[b.url("nothing-here")], &b.opts(4), &Silent).await.unwrap_err();
-    assert!(matches!(err, Error::EmptySource { .. }), "{}: {err}", b.name);
-    b.put("bad/x.parquet", b"not parquet at all, just text....".to_vec()).await?;
+    let err = indexer::build(&[b.url("nothing-here")], &b.opts(4), &Silent)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::EmptySource { .. }),
+        "{}: {err}",
+        b.name
+    );
+    b.put(
+        "bad/x.parquet",
+        b"not parquet at all, just text....".to_vec(),
+    )
+    .await?;
     b.put("bad/y.jsonl", b"{\"ok\": 1}\n".to_vec()).await?;
-    let err = indexer::build(&[b.url("bad")], &b.opts(4), &Silent).await.unwrap_err();
+    let err = indexer::build(&[b.url("bad")], &b.opts(4), &Silent)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("x.parquet"), "{}: {err}", b.name);
     Ok(())
 }
@@ -236,6 +317,9 @@ fn wrong_credentials_are_permission_errors() {
     let err = rt
         .block_on(indexer::build(&["s3://data".to_string()], &opts, &Silent))
         .unwrap_err();
-    assert!(matches!(err, Error::PermissionDenied { .. } | Error::Storage { .. }), "{err}");
+    assert!(
+        matches!(err, Error::PermissionDenied { .. } | Error::Storage { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("s3://data"), "{err}");
 }

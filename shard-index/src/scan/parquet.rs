@@ -137,8 +137,10 @@ pub fn describe(
             length: end - start,
         });
     }
+    // Some old writers leave the file-level count at 0; the row groups are what a reader
+    // delivers, so only a non-zero disagreement is treated as corruption.
     let declared = file.num_rows();
-    if declared >= 0 && declared as u64 != total && !row_groups.is_empty() {
+    if declared > 0 && declared as u64 != total {
         return Err(format!(
             "footer says {declared} rows but its row groups hold {total}"
         ));
