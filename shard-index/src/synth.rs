@@ -160,12 +160,11 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             ShardFormat::Jsonl => compress(cfg.kind.compression, jsonl_shard(cfg, ids))?,
         };
         bytes += data.len() as u64;
-        crate::manifest::write_atomic(
-            path.to_str()
-                .ok_or_else(|| Error::Config("non-UTF-8 output path".into()))?,
-            &Default::default(),
-            data,
-        )?;
+        // Temp name + rename: a reader never sees a half-written shard. No fsync: generated
+        // data can be regenerated, and 10,000 fsyncs would dominate generating small shards.
+        let tmp = dir.join(format!(".part-{s:05}.tmp"));
+        std::fs::write(&tmp, &data).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     }
     Ok(SynthReport {
         dir: dir.to_path_buf(),

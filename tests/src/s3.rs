@@ -164,17 +164,25 @@ pub fn s3_options(endpoint: &str) -> StorageOptions {
     .collect()
 }
 
-/// Uploads every file under `local` to `store` below `prefix`, keeping relative paths.
+/// Uploads every file under `local` to `store` below `prefix`, keeping relative paths
+/// (32 uploads at a time, so a server with injected latency is still quick to fill).
 pub async fn upload_dir(store: &dyn ObjectStore, local: &Path, prefix: &str) -> Result<u64> {
-    let mut count = 0;
+    use futures::{StreamExt, TryStreamExt};
+    let mut files = Vec::new();
     let mut stack = vec![local.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else {
+                files.push(path);
             }
+        }
+    }
+    let count = files.len() as u64;
+    futures::stream::iter(files)
+        .map(|path| async move {
             let rel = path
                 .strip_prefix(local)?
                 .to_string_lossy()
@@ -184,13 +192,15 @@ pub async fn upload_dir(store: &dyn ObjectStore, local: &Path, prefix: &str) -> 
             } else {
                 format!("{}/{rel}", prefix.trim_end_matches('/'))
             };
-            let data = std::fs::read(&path)?;
+            let data = tokio::fs::read(&path).await?;
             store
                 .put(&StorePath::from(key.as_str()), PutPayload::from(data))
                 .await
                 .with_context(|| format!("uploading {key}"))?;
-            count += 1;
-        }
-    }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(count)
 }

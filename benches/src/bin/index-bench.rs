@@ -20,6 +20,9 @@ struct Args {
     shards: u32,
     #[arg(long, default_value_t = 20)]
     samples_per_shard: u64,
+    /// Binary payload per sample: makes shards larger than the footer read (64 KiB).
+    #[arg(long, default_value_t = 8192)]
+    blob_bytes: u32,
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
     /// Per-request latency injected by the server, in milliseconds.
@@ -34,11 +37,16 @@ fn main() -> Result<()> {
     let cfg = SynthConfig {
         samples: args.samples_per_shard * u64::from(args.shards),
         shards: args.shards,
+        blob_bytes: args.blob_bytes,
         ..SynthConfig::default()
     };
     let t = Instant::now();
     synth::generate(&local, &cfg)?;
-    eprintln!("generated {} shards in {:.1}s", args.shards, t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {} shards in {:.1}s",
+        args.shards,
+        t.elapsed().as_secs_f64()
+    );
 
     let server = S3Server::start_with(
         &tmp.path().join("s3"),
@@ -62,8 +70,11 @@ fn main() -> Result<()> {
             storage_options: options.clone(),
             ..IndexOptions::default()
         };
-        let (manifest, summary) =
-            rt.block_on(indexer::build(&["s3://bench/data".to_string()], &opts, &Silent))?;
+        let (manifest, summary) = rt.block_on(indexer::build(
+            &["s3://bench/data".to_string()],
+            &opts,
+            &Silent,
+        ))?;
         assert_eq!(manifest.len() as u32, args.shards);
         eprintln!("concurrency {c}: {:.0} shards/s", summary.shards_per_s);
         rows.push(serde_json::json!({

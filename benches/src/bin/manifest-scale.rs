@@ -35,7 +35,11 @@ fn main() -> Result<()> {
             let per = rows / args.row_groups;
             let row_groups = (0..args.row_groups)
                 .map(|k| RowGroup {
-                    num_rows: if k + 1 == args.row_groups { rows - per * k } else { per },
+                    num_rows: if k + 1 == args.row_groups {
+                        rows - per * k
+                    } else {
+                        per
+                    },
                     offset: 4 + k * (size / args.row_groups),
                     length: size / args.row_groups - 64,
                 })
@@ -57,11 +61,15 @@ fn main() -> Result<()> {
 
     let t = Instant::now();
     let schema = shard_index::synth::parquet_schema(&Default::default());
-    let manifest = Manifest::from_entries(vec!["s3://bucket/dataset".into()], schema, entries, None)?;
+    let manifest =
+        Manifest::from_entries(vec!["s3://bucket/dataset".into()], schema, entries, None)?;
     let build_s = t.elapsed().as_secs_f64();
 
     let tmp = tempfile::tempdir()?;
-    let path = args.output.clone().unwrap_or_else(|| tmp.path().join("manifest.parquet"));
+    let path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("manifest.parquet"));
     let t = Instant::now();
     manifest.write_to(path.to_str().unwrap(), &Default::default())?;
     let write_s = t.elapsed().as_secs_f64();
