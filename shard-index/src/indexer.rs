@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::format::{is_ignored_name, FormatChoice, ShardFormat, ShardKind};
 use crate::manifest::{Manifest, ShardEntry};
+use crate::scan::parquet::FooterHint;
 use crate::scan::{self, ScannedShard};
 use crate::schema::reconcile;
 use crate::storage::{Location, StorageOptions};
@@ -21,6 +22,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::ObjectMeta;
 use serde::Serialize;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How to index.
@@ -369,20 +371,29 @@ async fn scan_all(
 ) -> Result<(Vec<ScannedShard>, Vec<BadObject>)> {
     let stores: Vec<_> = locations.iter().map(|l| l.store.clone()).collect();
     let attempts = options.attempts.max(1);
+    let hint = Arc::new(FooterHint::new());
     let mut results = futures::stream::iter(candidates.into_iter().map(|c| {
         let store = stores[c.source as usize].clone();
         let size = c.meta.size;
         let display = c.display.clone();
+        let hint = hint.clone();
         let task = tokio::spawn(async move {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let r = scan::scan_object(store.as_ref(), &c.meta, &c.relative, &c.display, c.kind)
-                    .await
-                    .map(|mut s| {
-                        s.entry.source = c.source;
-                        s
-                    });
+                let r = scan::scan_object(
+                    store.as_ref(),
+                    &c.meta,
+                    &c.relative,
+                    &c.display,
+                    c.kind,
+                    &hint,
+                )
+                .await
+                .map(|mut s| {
+                    s.entry.source = c.source;
+                    s
+                });
                 match r {
                     Err(e) if e.is_transient() && attempt < attempts => {
                         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -518,6 +529,7 @@ async fn verify_one(
                 &entry.path,
                 display,
                 entry.kind,
+                &FooterHint::new(),
             )
             .await?
             .entry

@@ -247,10 +247,16 @@ async fn suite(b: &Backend, tmp: &Path) -> Result<()> {
     )
     .await?;
     let kind = ShardKind::new(ShardFormat::Jsonl, Compression::None);
-    let err =
-        shard_index::scan::scan_object(b.store.as_ref(), &meta, "a.jsonl", "race/a.jsonl", kind)
-            .await
-            .unwrap_err();
+    let err = shard_index::scan::scan_object(
+        b.store.as_ref(),
+        &meta,
+        "a.jsonl",
+        "race/a.jsonl",
+        kind,
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, Error::ObjectChanged { .. }),
         "{}: {err}",

@@ -53,10 +53,11 @@ pub async fn scan_object(
     relative: &str,
     display: &str,
     kind: ShardKind,
+    footer_hint: &parquet::FooterHint,
 ) -> Result<ScannedShard> {
     let (num_samples, row_groups, schema, bytes_read) = match kind.format {
         ShardFormat::Parquet => {
-            let footer = parquet::read_footer(store, meta, display).await?;
+            let footer = parquet::read_footer(store, meta, display, footer_hint).await?;
             (
                 footer.num_rows,
                 Some(footer.row_groups),

@@ -1,7 +1,9 @@
 //! Describing a Parquet shard from its footer alone.
 //!
-//! One ranged read of the last [`FOOTER_GUESS`] bytes usually holds the whole footer; when the
-//! metadata is larger, exactly the missing bytes are fetched. The footer gives the row count, the
+//! One ranged read of the tail usually holds the whole footer; when the metadata is larger,
+//! exactly the missing bytes are fetched. The first reads take [`FOOTER_GUESS`] bytes; after
+//! that a shared [`FooterHint`] sizes the tail read to twice the largest footer seen, because
+//! the shards of one dataset have footers of about the same size and every byte is egress. The footer gives the row count, the
 //! byte range of every row group (so the loader can fetch one row group alone) and the schema.
 //! Decoding the Thrift footer runs under `catch_unwind`: a hostile or corrupt footer must be an
 //! error naming the file, never a crash of the indexer.
@@ -12,10 +14,37 @@ use arrow_schema::Schema;
 use bytes::Bytes;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bytes read from the end of the object on the first try.
+/// Bytes read from the end of the object while nothing is known about the footers.
 pub const FOOTER_GUESS: u64 = 64 << 10;
+/// Smallest tail read once footers are known (a round trip costs the same below this).
+const MIN_GUESS: u64 = 8 << 10;
 const TAIL: u64 = 8;
+
+/// The tail-read size learnt from footers seen so far; shared by concurrent reads.
+#[derive(Debug, Default)]
+pub struct FooterHint {
+    largest: AtomicU64,
+}
+
+impl FooterHint {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes to read from the end of the next object.
+    pub fn guess(&self) -> u64 {
+        match self.largest.load(Ordering::Relaxed) {
+            0 => FOOTER_GUESS,
+            n => (2 * n).clamp(MIN_GUESS, FOOTER_GUESS),
+        }
+    }
+
+    fn observe(&self, footer_bytes: u64) {
+        self.largest.fetch_max(footer_bytes, Ordering::Relaxed);
+    }
+}
 
 /// What the footer says about a shard.
 #[derive(Debug, Clone)]
@@ -31,6 +60,7 @@ pub async fn read_footer(
     store: &dyn ObjectStore,
     meta: &ObjectMeta,
     display: &str,
+    hint: &FooterHint,
 ) -> Result<Footer> {
     let malformed = |reason: String| Error::MalformedParquet {
         path: display.into(),
@@ -42,7 +72,7 @@ pub async fn read_footer(
             meta.size
         )));
     }
-    let first = FOOTER_GUESS.min(meta.size);
+    let first = hint.guess().min(meta.size);
     let tail = get_range(store, meta, display, meta.size - first..meta.size).await?;
     let mut bytes_read = tail.len() as u64;
     let n = tail.len();
@@ -64,6 +94,7 @@ pub async fn read_footer(
             meta.size
         )));
     }
+    hint.observe(len + TAIL);
     let metadata_bytes: Bytes = if len + TAIL <= n as u64 {
         tail.slice(n - (len + TAIL) as usize..n - TAIL as usize)
     } else {
