@@ -1,0 +1,747 @@
+//! Rows of decoded units → batch columns, gathered straight into pooled (pinned) buffers.
+//!
+//! A batch's rows come from many units at once (the window shuffle interleaves shards), so
+//! collation is a gather: for each output row, read `(unit, row)` and write the value into its
+//! place in the output buffer — one copy from the decoder's Arrow buffers into memory that can
+//! go to the GPU by DMA as it is. How a column is laid out depends on its Arrow type, fixed
+//! once from the dataset schema so every batch of an epoch has the same kinds of columns:
+//!
+//! | Arrow type | [`Column`] |
+//! |---|---|
+//! | integers, floats | `Tensor [B]` |
+//! | Boolean | `Tensor [B]` of u8 (0/1) |
+//! | FixedSizeList of numbers | `Tensor [B, L]` |
+//! | List / LargeList of numbers, [`ListMode::Padded`] | `Padded { values: [B, Lmax], lengths: [B] }` — when all lists of the batch have one length `L`, `values` is exactly `[B, L]` |
+//! | List / LargeList of numbers, [`ListMode::Ragged`] | `Ragged { values: [ΣL], offsets: [B+1] }` |
+//! | anything else (strings, binary, structs, …) | `Arrow(ArrayRef)` via `interleave` |
+//!
+//! Lengths and offsets are int64. A null list counts as empty; a null *number* cannot be
+//! represented in a dense tensor and is an [`Error::UnsupportedColumn`] naming the column (select
+//! the columns you need, or fill nulls when writing the data).
+
+use std::fmt;
+
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, FixedSizeListArray, GenericListArray,
+    OffsetSizeTrait, RecordBatch,
+};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema,
+    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ListMode;
+use crate::pinned::{Element, MemoryKind};
+use crate::pool::{BufferPool, PooledBuffer};
+use crate::{Error, Result};
+
+/// Runs `$body` with `$A` bound to the Arrow primitive type of `$dtype`.
+macro_rules! dispatch {
+    ($dtype:expr, $A:ident => $body:expr) => {
+        match $dtype {
+            DType::I8 => {
+                type $A = Int8Type;
+                $body
+            }
+            DType::I16 => {
+                type $A = Int16Type;
+                $body
+            }
+            DType::I32 => {
+                type $A = Int32Type;
+                $body
+            }
+            DType::I64 => {
+                type $A = Int64Type;
+                $body
+            }
+            DType::U8 => {
+                type $A = UInt8Type;
+                $body
+            }
+            DType::U16 => {
+                type $A = UInt16Type;
+                $body
+            }
+            DType::U32 => {
+                type $A = UInt32Type;
+                $body
+            }
+            DType::U64 => {
+                type $A = UInt64Type;
+                $body
+            }
+            DType::F32 => {
+                type $A = Float32Type;
+                $body
+            }
+            DType::F64 => {
+                type $A = Float64Type;
+                $body
+            }
+        }
+    };
+}
+
+/// Element type of a [`Tensor`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 => 1,
+            DType::U16 | DType::I16 => 2,
+            DType::U32 | DType::I32 | DType::F32 => 4,
+            DType::U64 | DType::I64 | DType::F64 => 8,
+        }
+    }
+
+    /// NumPy's name for it (`"int32"`, `"float64"`, …).
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            DType::U8 => "uint8",
+            DType::I8 => "int8",
+            DType::U16 => "uint16",
+            DType::I16 => "int16",
+            DType::U32 => "uint32",
+            DType::I32 => "int32",
+            DType::U64 => "uint64",
+            DType::I64 => "int64",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+        }
+    }
+
+    /// The tensor type for an Arrow number type (`None` for anything else).
+    pub fn from_arrow(t: &DataType) -> Option<DType> {
+        Some(match t {
+            DataType::Int8 => DType::I8,
+            DataType::Int16 => DType::I16,
+            DataType::Int32 => DType::I32,
+            DataType::Int64 => DType::I64,
+            DataType::UInt8 => DType::U8,
+            DataType::UInt16 => DType::U16,
+            DataType::UInt32 => DType::U32,
+            DataType::UInt64 => DType::U64,
+            DataType::Float32 => DType::F32,
+            DataType::Float64 => DType::F64,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.numpy_name())
+    }
+}
+
+/// A dense, C-contiguous n-d array in a pooled host buffer.
+///
+/// [`Tensor::as_ptr`] and [`Tensor::byte_len`] describe memory that stays valid and unmoved
+/// until the tensor is dropped — what DLPack or the buffer protocol export needs. Dropping it
+/// returns the buffer to the loader's pool.
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    buffer: PooledBuffer,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tensor")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("memory", &self.buffer.kind())
+            .finish()
+    }
+}
+
+impl Tensor {
+    fn new(pool: &BufferPool, dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        let buffer = pool.get(numel * dtype.size())?;
+        Ok(Tensor {
+            dtype,
+            shape,
+            buffer,
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Start of the data (page-aligned).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.buffer.as_ptr()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_bytes()
+    }
+
+    /// The elements as `T`s, or `None` if `T` is not the tensor's dtype.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        (T::DTYPE == self.dtype).then(|| self.buffer.as_slice::<T>())
+    }
+
+    fn as_mut_slice<T: Element>(&mut self) -> &mut [T] {
+        debug_assert_eq!(T::DTYPE, self.dtype);
+        self.buffer.as_mut_slice::<T>()
+    }
+
+    pub fn memory_kind(&self) -> MemoryKind {
+        self.buffer.kind()
+    }
+
+    /// The underlying buffer (for exporters that manage lifetimes themselves).
+    pub fn buffer(&self) -> &PooledBuffer {
+        &self.buffer
+    }
+
+    /// Gives up the tensor's buffer, e.g. to hand its ownership to a DLPack deleter.
+    pub fn into_parts(self) -> (DType, Vec<usize>, PooledBuffer) {
+        (self.dtype, self.shape, self.buffer)
+    }
+}
+
+/// One column of a batch.
+#[derive(Debug)]
+pub enum Column {
+    /// Numbers `[B]`, or fixed-size lists `[B, L]`.
+    Tensor(Tensor),
+    /// Variable-length lists padded with zeros to `[B, Lmax]`, with their lengths `[B]`.
+    Padded { values: Tensor, lengths: Tensor },
+    /// Variable-length lists concatenated `[ΣL]`, with offsets `[B + 1]`.
+    Ragged { values: Tensor, offsets: Tensor },
+    /// Everything that is not a number: strings, binary, nested types.
+    Arrow(ArrayRef),
+}
+
+/// Identifies a delivered sample: its stream and its index within the stream (samples of
+/// earlier shards + row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SampleId {
+    pub stream: u32,
+    pub global: u64,
+}
+
+/// One batch for the consumer.
+#[derive(Debug)]
+pub struct Batch {
+    /// Epoch it belongs to.
+    pub epoch: u64,
+    /// Index in this rank's batch sequence of the epoch (0-based; a resumed epoch restarts at 0).
+    pub index: u64,
+    /// The columns, in the configured order.
+    pub columns: Vec<(String, Column)>,
+    /// Per row: a padded repeat (only in the epoch's last batch, without `drop_last`).
+    pub padded: Vec<bool>,
+    /// Per row: which sample it is.
+    pub samples: Vec<SampleId>,
+}
+
+impl Batch {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+}
+
+/// How one column is collated, decided from the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Number(DType),
+    Bool,
+    FixedList(DType, usize),
+    List {
+        item: DType,
+        large: bool,
+        mode: ListMode,
+    },
+    Arrow,
+}
+
+/// Builds batches from decoded units for one output schema.
+#[derive(Debug)]
+pub struct Collator {
+    columns: Vec<(String, Layout)>,
+    pool: BufferPool,
+}
+
+impl Collator {
+    /// `schema`: the loader's output columns in order; `mode` gives each list column's mode.
+    pub fn new(schema: &Schema, mode: impl Fn(&str) -> ListMode, pool: BufferPool) -> Collator {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let layout = match f.data_type() {
+                    DataType::Boolean => Layout::Bool,
+                    DataType::FixedSizeList(item, n) => match DType::from_arrow(item.data_type()) {
+                        Some(d) => Layout::FixedList(d, (*n).max(0) as usize),
+                        None => Layout::Arrow,
+                    },
+                    DataType::List(item) | DataType::LargeList(item) => {
+                        match DType::from_arrow(item.data_type()) {
+                            Some(d) => Layout::List {
+                                item: d,
+                                large: matches!(f.data_type(), DataType::LargeList(_)),
+                                mode: mode(f.name()),
+                            },
+                            None => Layout::Arrow,
+                        }
+                    }
+                    t => DType::from_arrow(t).map_or(Layout::Arrow, Layout::Number),
+                };
+                (f.name().clone(), layout)
+            })
+            .collect();
+        Collator { columns, pool }
+    }
+
+    /// Gathers `rows` (`(unit index, row)` pairs) from `units` (whose columns follow the
+    /// collator's schema, by position) into batch columns.
+    pub fn collate(
+        &self,
+        units: &[&RecordBatch],
+        rows: &[(usize, usize)],
+    ) -> Result<Vec<(String, Column)>> {
+        let mut out = Vec::with_capacity(self.columns.len());
+        for (i, (name, layout)) in self.columns.iter().enumerate() {
+            let arrays: Vec<&ArrayRef> = units.iter().map(|u| u.column(i)).collect();
+            let col = self.column(name, *layout, &arrays, rows)?;
+            out.push((name.clone(), col));
+        }
+        Ok(out)
+    }
+
+    fn column(
+        &self,
+        name: &str,
+        layout: Layout,
+        arrays: &[&ArrayRef],
+        rows: &[(usize, usize)],
+    ) -> Result<Column> {
+        let b = rows.len();
+        let unsupported = |why: &str| Error::UnsupportedColumn {
+            column: name.to_string(),
+            data_type: arrays
+                .first()
+                .map_or_else(String::new, |a| a.data_type().to_string()),
+            how: why.to_string(),
+        };
+        match layout {
+            Layout::Number(d) => {
+                let mut t = Tensor::new(&self.pool, d, vec![b])?;
+                dispatch!(d, A => gather_numbers::<A>(arrays, rows, t.as_mut_slice())
+                    .map_err(|e| unsupported(&e))?);
+                Ok(Column::Tensor(t))
+            }
+            Layout::Bool => {
+                let mut t = Tensor::new(&self.pool, DType::U8, vec![b])?;
+                let out = t.as_mut_slice::<u8>();
+                let bools = arrays
+                    .iter()
+                    .map(|a| a.as_boolean_opt())
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        unsupported("a bool tensor (the shards disagree on its type)")
+                    })?;
+                for (o, &(u, r)) in out.iter_mut().zip(rows) {
+                    if bools[u].is_null(r) {
+                        return Err(unsupported("a dense tensor: it holds nulls"));
+                    }
+                    *o = u8::from(bools[u].value(r));
+                }
+                Ok(Column::Tensor(t))
+            }
+            Layout::FixedList(d, len) => {
+                let lists = arrays
+                    .iter()
+                    .map(|a| a.as_fixed_size_list_opt())
+                    .collect::<Option<Vec<&FixedSizeListArray>>>()
+                    .ok_or_else(|| {
+                        unsupported("a [B, L] tensor (the shards disagree on its type)")
+                    })?;
+                let mut t = Tensor::new(&self.pool, d, vec![b, len])?;
+                dispatch!(d, A => gather_fixed::<A>(&lists, rows, len, t.as_mut_slice())
+                    .map_err(|e| unsupported(&e))?);
+                Ok(Column::Tensor(t))
+            }
+            Layout::List { item, large, mode } => {
+                let r = if large {
+                    dispatch!(item, A => self.gather_lists::<i64, A>(arrays, rows, item, mode))
+                } else {
+                    dispatch!(item, A => self.gather_lists::<i32, A>(arrays, rows, item, mode))
+                };
+                r.map_err(|e| match e {
+                    GatherError::Type(why) => unsupported(&why),
+                    GatherError::Other(e) => e,
+                })
+            }
+            Layout::Arrow => {
+                let dyns: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                let array = arrow::compute::interleave(&dyns, rows)
+                    .map_err(|e| unsupported(&format!("an Arrow array ({e})")))?;
+                Ok(Column::Arrow(array))
+            }
+        }
+    }
+
+    fn gather_lists<O: OffsetSizeTrait, A: ArrowPrimitiveType>(
+        &self,
+        arrays: &[&ArrayRef],
+        rows: &[(usize, usize)],
+        item: DType,
+        mode: ListMode,
+    ) -> std::result::Result<Column, GatherError>
+    where
+        A::Native: Element,
+    {
+        let mismatch =
+            || GatherError::Type("a list tensor (the shards disagree on its type)".into());
+        let mut views: Vec<(&GenericListArray<O>, &[A::Native])> = Vec::with_capacity(arrays.len());
+        for a in arrays {
+            let list = a.as_list_opt::<O>().ok_or_else(mismatch)?;
+            let values = list.values().as_primitive_opt::<A>().ok_or_else(mismatch)?;
+            if values.null_count() > 0 {
+                return Err(GatherError::Type(
+                    "a dense tensor: its lists hold null numbers".into(),
+                ));
+            }
+            views.push((list, values.values()));
+        }
+        let span = |u: usize, r: usize| -> (usize, usize) {
+            let list = views[u].0;
+            if list.is_null(r) {
+                return (0, 0);
+            }
+            let offs = list.value_offsets();
+            (offs[r].as_usize(), offs[r + 1].as_usize())
+        };
+        let b = rows.len();
+        let other = GatherError::Other;
+        match mode {
+            ListMode::Padded => {
+                let lmax = rows
+                    .iter()
+                    .map(|&(u, r)| {
+                        let (s, e) = span(u, r);
+                        e - s
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let mut values = Tensor::new(&self.pool, item, vec![b, lmax]).map_err(other)?;
+                let mut lengths = Tensor::new(&self.pool, DType::I64, vec![b]).map_err(other)?;
+                let out = values.as_mut_slice::<A::Native>();
+                let lens = lengths.as_mut_slice::<i64>();
+                for (i, &(u, r)) in rows.iter().enumerate() {
+                    let (s, e) = span(u, r);
+                    let row = &mut out[i * lmax..(i + 1) * lmax];
+                    row[..e - s].copy_from_slice(&views[u].1[s..e]);
+                    row[e - s..].fill(A::Native::default());
+                    lens[i] = (e - s) as i64;
+                }
+                Ok(Column::Padded { values, lengths })
+            }
+            ListMode::Ragged => {
+                let total: usize = rows
+                    .iter()
+                    .map(|&(u, r)| {
+                        let (s, e) = span(u, r);
+                        e - s
+                    })
+                    .sum();
+                let mut values = Tensor::new(&self.pool, item, vec![total]).map_err(other)?;
+                let mut offsets =
+                    Tensor::new(&self.pool, DType::I64, vec![b + 1]).map_err(other)?;
+                let out = values.as_mut_slice::<A::Native>();
+                let offs = offsets.as_mut_slice::<i64>();
+                let mut at = 0usize;
+                offs[0] = 0;
+                for (i, &(u, r)) in rows.iter().enumerate() {
+                    let (s, e) = span(u, r);
+                    out[at..at + e - s].copy_from_slice(&views[u].1[s..e]);
+                    at += e - s;
+                    offs[i + 1] = at as i64;
+                }
+                Ok(Column::Ragged { values, offsets })
+            }
+        }
+    }
+}
+
+enum GatherError {
+    /// The data does not fit the column's layout (message for `UnsupportedColumn`).
+    Type(String),
+    Other(Error),
+}
+
+fn gather_numbers<A: ArrowPrimitiveType>(
+    arrays: &[&ArrayRef],
+    rows: &[(usize, usize)],
+    out: &mut [A::Native],
+) -> std::result::Result<(), String>
+where
+    A::Native: Element,
+{
+    let prims = arrays
+        .iter()
+        .map(|a| a.as_primitive_opt::<A>())
+        .collect::<Option<Vec<_>>>()
+        .ok_or("a tensor (the shards disagree on its type)")?;
+    let values: Vec<&[A::Native]> = prims.iter().map(|p| p.values().as_ref()).collect();
+    if prims.iter().any(|p| p.null_count() > 0) {
+        for &(u, r) in rows {
+            if prims[u].is_null(r) {
+                return Err("a dense tensor: it holds nulls".into());
+            }
+        }
+    }
+    for (o, &(u, r)) in out.iter_mut().zip(rows) {
+        *o = values[u][r];
+    }
+    Ok(())
+}
+
+fn gather_fixed<A: ArrowPrimitiveType>(
+    lists: &[&FixedSizeListArray],
+    rows: &[(usize, usize)],
+    len: usize,
+    out: &mut [A::Native],
+) -> std::result::Result<(), String>
+where
+    A::Native: Element,
+{
+    let mut views = Vec::with_capacity(lists.len());
+    for l in lists {
+        if l.value_length().max(0) as usize != len {
+            return Err("a [B, L] tensor (the shards disagree on L)".into());
+        }
+        let values = l
+            .values()
+            .as_primitive_opt::<A>()
+            .ok_or("a [B, L] tensor (the shards disagree on its type)")?;
+        if values.null_count() > 0 || l.null_count() > 0 {
+            return Err("a dense tensor: it holds nulls".into());
+        }
+        views.push((*l, values.values().as_ref()));
+    }
+    for (i, &(u, r)) in rows.iter().enumerate() {
+        let (list, values) = views[u];
+        let s = list.value_offset_at(r);
+        out[i * len..(i + 1) * len].copy_from_slice(&values[s..s + len]);
+    }
+    Ok(())
+}
+
+/// Convenience for tests and benches: a shared pool of pageable memory.
+pub fn pageable_pool() -> BufferPool {
+    BufferPool::new(
+        crate::pinned::Allocator::pageable("requested pageable memory".into()),
+        256 << 20,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        BooleanArray, FixedSizeListBuilder, Int32Builder, Int64Array, ListBuilder, StringArray,
+    };
+    use arrow::datatypes::Field;
+    use std::sync::Arc;
+
+    fn lists(rows: &[&[i32]]) -> ArrayRef {
+        let mut b = ListBuilder::new(Int32Builder::new());
+        for r in rows {
+            b.values().append_slice(r);
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    }
+
+    fn unit(ids: &[i64], toks: &[&[i32]], text: &[&str]) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef),
+            ("tokens", lists(toks)),
+            (
+                "text",
+                Arc::new(StringArray::from(text.to_vec())) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn collator(u: &RecordBatch, mode: ListMode) -> Collator {
+        Collator::new(&u.schema(), |_| mode, pageable_pool())
+    }
+
+    #[test]
+    fn gathers_numbers_lists_and_strings_across_units() {
+        let a = unit(&[0, 1], &[&[1, 2, 3], &[4]], &["a", "b"]);
+        let b = unit(&[10, 11], &[&[], &[5, 6]], &["c", "d"]);
+        let rows = [(1, 1), (0, 0), (1, 0), (0, 1)];
+        let cols = collator(&a, ListMode::Padded)
+            .collate(&[&a, &b], &rows)
+            .unwrap();
+        let Column::Tensor(ids) = &cols[0].1 else {
+            panic!()
+        };
+        assert_eq!(ids.as_slice::<i64>().unwrap(), &[11, 0, 10, 1]);
+        assert_eq!(ids.shape(), &[4]);
+        assert!(
+            ids.as_slice::<i32>().is_none(),
+            "typed access checks the dtype"
+        );
+        let Column::Padded { values, lengths } = &cols[1].1 else {
+            panic!()
+        };
+        assert_eq!(values.shape(), &[4, 3]);
+        assert_eq!(
+            values.as_slice::<i32>().unwrap(),
+            &[5, 6, 0, 1, 2, 3, 0, 0, 0, 4, 0, 0]
+        );
+        assert_eq!(lengths.as_slice::<i64>().unwrap(), &[2, 3, 0, 1]);
+        let Column::Arrow(text) = &cols[2].1 else {
+            panic!()
+        };
+        let text = text.as_string::<i32>();
+        assert_eq!(
+            (0..4).map(|i| text.value(i)).collect::<Vec<_>>(),
+            ["d", "a", "c", "b"]
+        );
+
+        let cols = collator(&a, ListMode::Ragged)
+            .collate(&[&a, &b], &rows)
+            .unwrap();
+        let Column::Ragged { values, offsets } = &cols[1].1 else {
+            panic!()
+        };
+        assert_eq!(values.as_slice::<i32>().unwrap(), &[5, 6, 1, 2, 3, 4]);
+        assert_eq!(offsets.as_slice::<i64>().unwrap(), &[0, 2, 5, 5, 6]);
+    }
+
+    #[test]
+    fn equal_lengths_give_an_exact_matrix_and_padding_is_rezeroed() {
+        let a = unit(&[0, 1], &[&[1, 2], &[3, 4]], &["a", "b"]);
+        let c = collator(&a, ListMode::Padded);
+        // A first batch leaves non-zero data in the pooled buffer ...
+        let wide = unit(&[0], &[&[9, 9, 9, 9, 9, 9, 9, 9]], &["w"]);
+        drop(c.collate(&[&wide], &[(0, 0), (0, 0)]).unwrap());
+        // ... which a later batch must not show through its padding.
+        let cols = c.collate(&[&a], &[(0, 1), (0, 0)]).unwrap();
+        let Column::Padded { values, .. } = &cols[1].1 else {
+            panic!()
+        };
+        assert_eq!(values.shape(), &[2, 2]);
+        assert_eq!(values.as_slice::<i32>().unwrap(), &[3, 4, 1, 2]);
+        let short = unit(&[0, 1], &[&[1], &[2, 3, 4]], &["a", "b"]);
+        let cols = c.collate(&[&short], &[(0, 0), (0, 1)]).unwrap();
+        let Column::Padded { values, .. } = &cols[1].1 else {
+            panic!()
+        };
+        assert_eq!(values.as_slice::<i32>().unwrap(), &[1, 0, 0, 2, 3, 4]);
+    }
+
+    #[test]
+    fn fixed_size_lists_and_bools() {
+        let mut fl = FixedSizeListBuilder::new(Int32Builder::new(), 2);
+        for v in [[1, 2], [3, 4], [5, 6]] {
+            fl.values().append_slice(&v);
+            fl.append(true);
+        }
+        let fl: ArrayRef = Arc::new(fl.finish());
+        let flags: ArrayRef = Arc::new(BooleanArray::from(vec![true, false, true]));
+        let u = RecordBatch::try_from_iter(vec![("v", fl.slice(1, 2)), ("f", flags.slice(1, 2))])
+            .unwrap();
+        let c = Collator::new(&u.schema(), |_| ListMode::Padded, pageable_pool());
+        let cols = c.collate(&[&u], &[(0, 1), (0, 0)]).unwrap();
+        let Column::Tensor(v) = &cols[0].1 else {
+            panic!()
+        };
+        assert_eq!(v.shape(), &[2, 2]);
+        assert_eq!(v.as_slice::<i32>().unwrap(), &[5, 6, 3, 4]);
+        let Column::Tensor(f) = &cols[1].1 else {
+            panic!()
+        };
+        assert_eq!(f.as_slice::<u8>().unwrap(), &[1, 0]);
+    }
+
+    #[test]
+    fn nulls_in_numbers_are_a_clear_error() {
+        let u = RecordBatch::try_from_iter(vec![(
+            "x",
+            Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+        )])
+        .unwrap();
+        let c = Collator::new(&u.schema(), |_| ListMode::Padded, pageable_pool());
+        assert!(
+            c.collate(&[&u], &[(0, 0)]).is_ok(),
+            "nulls in rows not taken are fine"
+        );
+        let err = c.collate(&[&u], &[(0, 1)]).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedColumn { .. }), "{err}");
+        assert!(err.to_string().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn layouts_follow_the_schema() {
+        let s = Schema::new(vec![
+            Field::new("f", DataType::Float16, false),
+            Field::new(
+                "l",
+                DataType::LargeList(Arc::new(Field::new("item", DataType::UInt8, true))),
+                true,
+            ),
+        ]);
+        let c = Collator::new(&s, |_| ListMode::Ragged, pageable_pool());
+        assert_eq!(c.columns[0].1, Layout::Arrow);
+        assert_eq!(
+            c.columns[1].1,
+            Layout::List {
+                item: DType::U8,
+                large: true,
+                mode: ListMode::Ragged
+            }
+        );
+    }
+}

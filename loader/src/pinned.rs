@@ -1,0 +1,596 @@
+//! Host memory for batches: page-locked (pinned) from the CUDA driver when it is there, ordinary
+//! 4096-aligned pageable memory otherwise — plus read-only file mapping. This is the crate's only
+//! module with `unsafe` code; every block says why it is sound.
+//!
+//! The CUDA driver is loaded at run time with `libloading` (`libcuda.so.1`), never linked at
+//! build time, so the crate builds and runs on machines without a GPU. [`Allocator::new`]
+//! decides once per loader: [`PinMemory::Auto`] uses the driver when `cuInit`, the device's
+//! primary context and a probe allocation all succeed and otherwise falls back with the reason,
+//! [`PinMemory::Always`] turns any failure into an error, [`PinMemory::Never`] skips the driver.
+//!
+//! Pinned memory is allocated with `CU_MEMHOSTALLOC_PORTABLE`, so it counts as pinned for every
+//! CUDA context of the process (PyTorch's included) and `tensor.cuda(non_blocking=True)` copies
+//! it by DMA without a staging copy. The primary context of one device (the `LOCAL_RANK`-th by
+//! default, so that eight ranks do not all create contexts on GPU 0) is retained while the
+//! allocator lives and made current around each driver call.
+//!
+//! Every buffer is zero-filled when it is first allocated, so reading any part of it is always
+//! reading initialised memory; reused buffers keep their old (initialised) contents.
+
+use std::alloc::Layout;
+use std::ffi::c_void;
+use std::fmt;
+use std::fs::File;
+use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::collate::DType;
+
+/// Alignment of every buffer: a page, which also satisfies every element type and SIMD width.
+pub const ALIGN: usize = 4096;
+
+/// The driver library's soname.
+pub const CUDA_LIBRARY: &str = "libcuda.so.1";
+
+const CU_MEMHOSTALLOC_PORTABLE: u32 = 0x01;
+const CUDA_SUCCESS: i32 = 0;
+
+/// Whether batch memory should be page-locked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMemory {
+    /// Pinned when the CUDA driver works, pageable (with the reason in stats) otherwise.
+    #[default]
+    Auto,
+    /// Pinned or an error.
+    Always,
+    /// Always ordinary pageable memory.
+    Never,
+}
+
+/// What the allocator hands out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryKind {
+    Pinned,
+    #[default]
+    Pageable,
+}
+
+impl fmt::Display for MemoryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemoryKind::Pinned => "pinned",
+            MemoryKind::Pageable => "pageable",
+        })
+    }
+}
+
+type CuResult = i32;
+type CuDevice = i32;
+type CuContext = *mut c_void;
+
+/// The driver entry points we use, resolved once per process.
+struct Driver {
+    // Kept alive so the function pointers below stay valid.
+    _lib: libloading::Library,
+    device_get: unsafe extern "C" fn(*mut CuDevice, i32) -> CuResult,
+    device_get_count: unsafe extern "C" fn(*mut i32) -> CuResult,
+    primary_ctx_retain: unsafe extern "C" fn(*mut CuContext, CuDevice) -> CuResult,
+    primary_ctx_release: unsafe extern "C" fn(CuDevice) -> CuResult,
+    ctx_push: unsafe extern "C" fn(CuContext) -> CuResult,
+    ctx_pop: unsafe extern "C" fn(*mut CuContext) -> CuResult,
+    mem_host_alloc: unsafe extern "C" fn(*mut *mut c_void, usize, u32) -> CuResult,
+    mem_free_host: unsafe extern "C" fn(*mut c_void) -> CuResult,
+}
+
+impl Driver {
+    /// Loads `library` and initialises the driver; the error says what failed.
+    fn load(library: &str) -> Result<Driver, String> {
+        // SAFETY: loading a shared library runs its initialisers. We only load the CUDA driver
+        // (or a name a test passes), whose initialisers are designed to run in any process.
+        let lib = unsafe { libloading::Library::new(library) }
+            .map_err(|e| format!("cannot load {library}: {e}"))?;
+        macro_rules! sym {
+            ($name:literal, $ty:ty) => {{
+                // SAFETY: the symbol is a CUDA driver API function whose C signature is `$ty`
+                // (cuda.h); the pointer is copied out and used only while `lib` is alive, which
+                // `Driver` guarantees by owning it.
+                let s: libloading::Symbol<$ty> = unsafe { lib.get($name) }.map_err(|e| {
+                    format!(
+                        "{library} lacks {}: {e}",
+                        String::from_utf8_lossy(&$name[..$name.len() - 1])
+                    )
+                })?;
+                *s
+            }};
+        }
+        let init = sym!(b"cuInit\0", unsafe extern "C" fn(u32) -> CuResult);
+        let driver = Driver {
+            device_get: sym!(
+                b"cuDeviceGet\0",
+                unsafe extern "C" fn(*mut CuDevice, i32) -> CuResult
+            ),
+            device_get_count: sym!(
+                b"cuDeviceGetCount\0",
+                unsafe extern "C" fn(*mut i32) -> CuResult
+            ),
+            primary_ctx_retain: sym!(
+                b"cuDevicePrimaryCtxRetain\0",
+                unsafe extern "C" fn(*mut CuContext, CuDevice) -> CuResult
+            ),
+            primary_ctx_release: sym!(
+                b"cuDevicePrimaryCtxRelease_v2\0",
+                unsafe extern "C" fn(CuDevice) -> CuResult
+            ),
+            ctx_push: sym!(
+                b"cuCtxPushCurrent_v2\0",
+                unsafe extern "C" fn(CuContext) -> CuResult
+            ),
+            ctx_pop: sym!(
+                b"cuCtxPopCurrent_v2\0",
+                unsafe extern "C" fn(*mut CuContext) -> CuResult
+            ),
+            mem_host_alloc: sym!(
+                b"cuMemHostAlloc\0",
+                unsafe extern "C" fn(*mut *mut c_void, usize, u32) -> CuResult
+            ),
+            mem_free_host: sym!(
+                b"cuMemFreeHost\0",
+                unsafe extern "C" fn(*mut c_void) -> CuResult
+            ),
+            _lib: lib,
+        };
+        // SAFETY: cuInit takes flags (must be 0) and is safe to call repeatedly from any thread.
+        let rc = unsafe { init(0) };
+        if rc != CUDA_SUCCESS {
+            return Err(format!(
+                "cuInit failed with CUDA error {rc} (no usable GPU or driver)"
+            ));
+        }
+        Ok(driver)
+    }
+}
+
+/// The process-wide driver (loaded once; the CUDA driver cannot be unloaded safely anyway).
+fn driver() -> Result<&'static Driver, String> {
+    static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+    DRIVER
+        .get_or_init(|| Driver::load(CUDA_LIBRARY))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// A retained primary context of one device.
+struct Context {
+    driver: &'static Driver,
+    device: CuDevice,
+    ctx: CuContext,
+}
+
+// SAFETY: a CUcontext is a handle the driver API accepts from any thread (that is what
+// cuCtxPushCurrent is for); we never touch the memory it points to.
+unsafe impl Send for Context {}
+// SAFETY: as above; every use pushes/pops the context on the calling thread only.
+unsafe impl Sync for Context {}
+
+impl Context {
+    fn retain(driver: &'static Driver, ordinal: Option<u32>) -> Result<Context, String> {
+        let mut count = 0i32;
+        // SAFETY: `count` is a valid out-pointer for the duration of the call.
+        let rc = unsafe { (driver.device_get_count)(&mut count) };
+        if rc != CUDA_SUCCESS || count <= 0 {
+            return Err(format!(
+                "no CUDA device (cuDeviceGetCount: error {rc}, {count} devices)"
+            ));
+        }
+        let ordinal = match ordinal {
+            Some(o) => o as i32,
+            None => std::env::var("LOCAL_RANK")
+                .ok()
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(0, |r| r.rem_euclid(count)),
+        };
+        let mut device: CuDevice = 0;
+        // SAFETY: `device` is a valid out-pointer; the ordinal is range-checked by the driver.
+        let rc = unsafe { (driver.device_get)(&mut device, ordinal) };
+        if rc != CUDA_SUCCESS {
+            return Err(format!(
+                "cuDeviceGet({ordinal}) failed with CUDA error {rc}"
+            ));
+        }
+        let mut ctx: CuContext = std::ptr::null_mut();
+        // SAFETY: `ctx` is a valid out-pointer; `device` came from cuDeviceGet.
+        let rc = unsafe { (driver.primary_ctx_retain)(&mut ctx, device) };
+        if rc != CUDA_SUCCESS || ctx.is_null() {
+            return Err(format!(
+                "cuDevicePrimaryCtxRetain(device {ordinal}) failed with CUDA error {rc}"
+            ));
+        }
+        Ok(Context {
+            driver,
+            device,
+            ctx,
+        })
+    }
+
+    /// Runs `f` with this context current on the calling thread.
+    fn with_current<T>(&self, f: impl FnOnce() -> T) -> Result<T, String> {
+        // SAFETY: `self.ctx` is a retained primary context, valid until `Drop` releases it.
+        let rc = unsafe { (self.driver.ctx_push)(self.ctx) };
+        if rc != CUDA_SUCCESS {
+            return Err(format!("cuCtxPushCurrent failed with CUDA error {rc}"));
+        }
+        let out = f();
+        let mut popped: CuContext = std::ptr::null_mut();
+        // SAFETY: pops the context pushed above on this same thread; `popped` is a valid
+        // out-pointer.
+        unsafe { (self.driver.ctx_pop)(&mut popped) };
+        Ok(out)
+    }
+
+    fn alloc(&self, size: usize) -> Result<NonNull<u8>, String> {
+        let mut ptr: *mut c_void = std::ptr::null_mut();
+        let rc = self.with_current(|| {
+            // SAFETY: `ptr` is a valid out-pointer; a context is current on this thread.
+            unsafe { (self.driver.mem_host_alloc)(&mut ptr, size, CU_MEMHOSTALLOC_PORTABLE) }
+        })?;
+        if rc != CUDA_SUCCESS {
+            return Err(format!(
+                "cuMemHostAlloc({size} bytes) failed with CUDA error {rc}"
+            ));
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| "cuMemHostAlloc returned a null pointer".to_string())?;
+        if !(ptr.as_ptr() as usize).is_multiple_of(ALIGN) {
+            // The driver returns page-aligned memory; if not, our typed views would be unsound.
+            self.free(ptr);
+            return Err("cuMemHostAlloc returned memory that is not page-aligned".into());
+        }
+        // SAFETY: `ptr` points to `size` writable bytes just allocated for us alone.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, size) };
+        Ok(ptr)
+    }
+
+    fn free(&self, ptr: NonNull<u8>) {
+        let _ = self.with_current(|| {
+            // SAFETY: `ptr` came from cuMemHostAlloc in this process and is freed exactly once
+            // (by the one `HostBuffer` that owns it).
+            unsafe { (self.driver.mem_free_host)(ptr.as_ptr().cast()) }
+        });
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: balances the retain in `Context::retain`; all buffers allocated in this
+        // context hold an `Arc` to the allocator owning it, so none is still alive.
+        unsafe { (self.driver.primary_ctx_release)(self.device) };
+    }
+}
+
+enum Backend {
+    Pinned(Context),
+    Pageable,
+}
+
+struct AllocatorInner {
+    backend: Backend,
+    reason: String,
+}
+
+/// Allocates [`HostBuffer`]s, pinned or pageable as decided at construction. Cheap to clone.
+#[derive(Clone)]
+pub struct Allocator {
+    inner: Arc<AllocatorInner>,
+}
+
+impl fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allocator")
+            .field("kind", &self.kind())
+            .field("reason", &self.inner.reason)
+            .finish()
+    }
+}
+
+impl Allocator {
+    /// Decides the memory kind. `device` picks the CUDA device whose primary context is used
+    /// (default: `LOCAL_RANK` modulo the device count, else 0).
+    pub fn new(pin: PinMemory, device: Option<u32>) -> crate::Result<Allocator> {
+        Self::with_library(pin, device, None)
+    }
+
+    /// Like [`Allocator::new`], loading `library` instead of the process-wide driver (tests use
+    /// this to exercise failures without a GPU).
+    fn with_library(
+        pin: PinMemory,
+        device: Option<u32>,
+        library: Option<&str>,
+    ) -> crate::Result<Allocator> {
+        if pin == PinMemory::Never {
+            return Ok(Self::pageable("pin_memory is \"never\"".into()));
+        }
+        let attempt = || -> Result<Context, String> {
+            let driver = match library {
+                None => driver()?,
+                // Leaked on purpose: drivers stay loaded for the process (tests only).
+                Some(name) => Box::leak(Box::new(Driver::load(name)?)),
+            };
+            let ctx = Context::retain(driver, device)?;
+            // Probe once so a driver that loads but cannot pin fails here, not mid-epoch.
+            let probe = ctx.alloc(ALIGN)?;
+            ctx.free(probe);
+            Ok(ctx)
+        };
+        match attempt() {
+            Ok(ctx) => Ok(Allocator {
+                inner: Arc::new(AllocatorInner {
+                    backend: Backend::Pinned(ctx),
+                    reason: "page-locked with cuMemHostAlloc (portable)".into(),
+                }),
+            }),
+            Err(reason) if pin == PinMemory::Auto => Ok(Self::pageable(reason)),
+            Err(reason) => Err(crate::Error::Config(format!(
+                "pin_memory is \"always\" but pinned memory is unavailable: {reason}; use \"auto\" to fall back to pageable memory"
+            ))),
+        }
+    }
+
+    /// An allocator of ordinary aligned memory; `reason` says why (shown in stats).
+    pub fn pageable(reason: String) -> Allocator {
+        Allocator {
+            inner: Arc::new(AllocatorInner {
+                backend: Backend::Pageable,
+                reason,
+            }),
+        }
+    }
+
+    pub fn kind(&self) -> MemoryKind {
+        match self.inner.backend {
+            Backend::Pinned(_) => MemoryKind::Pinned,
+            Backend::Pageable => MemoryKind::Pageable,
+        }
+    }
+
+    /// Why the memory is of its kind (e.g. why pinning is not available).
+    pub fn reason(&self) -> &str {
+        &self.inner.reason
+    }
+
+    /// A zero-filled buffer of at least `capacity` bytes (rounded up to [`ALIGN`]).
+    pub fn alloc(&self, capacity: usize) -> crate::Result<HostBuffer> {
+        let capacity = capacity.max(1).div_ceil(ALIGN) * ALIGN;
+        let ptr = match &self.inner.backend {
+            Backend::Pinned(ctx) => ctx
+                .alloc(capacity)
+                .map_err(|e| crate::Error::Stopped(format!("allocating pinned memory: {e}")))?,
+            Backend::Pageable => {
+                let layout = Layout::from_size_align(capacity, ALIGN).map_err(|e| {
+                    crate::Error::Config(format!("buffer of {capacity} bytes: {e}"))
+                })?;
+                // SAFETY: `layout` has a non-zero size (capacity >= ALIGN).
+                let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+                match NonNull::new(raw) {
+                    Some(p) => p,
+                    None => std::alloc::handle_alloc_error(layout),
+                }
+            }
+        };
+        Ok(HostBuffer {
+            ptr,
+            capacity,
+            allocator: self.clone(),
+        })
+    }
+
+    fn free(&self, ptr: NonNull<u8>, capacity: usize) {
+        match &self.inner.backend {
+            Backend::Pinned(ctx) => ctx.free(ptr),
+            Backend::Pageable => {
+                let layout = Layout::from_size_align(capacity, ALIGN).expect("checked at alloc");
+                // SAFETY: `ptr` was returned by `alloc_zeroed` with this exact layout and is
+                // freed once, by the `HostBuffer` owning it.
+                unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+            }
+        }
+    }
+}
+
+/// Plain numeric types a buffer can be viewed as: every bit pattern is a valid value, and their
+/// alignment divides [`ALIGN`].
+pub trait Element: Copy + Default + Send + Sync + 'static + sealed::Sealed {
+    const DTYPE: DType;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! element {
+    ($($t:ty => $d:ident),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Element for $t { const DTYPE: DType = DType::$d; }
+    )*};
+}
+element!(u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32, u64 => U64,
+    i64 => I64, f32 => F32, f64 => F64);
+
+/// An owned, page-aligned, initialised block of host memory.
+pub struct HostBuffer {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    allocator: Allocator,
+}
+
+// SAFETY: the buffer exclusively owns its memory (like a `Vec<u8>`); moving it between threads
+// is fine, and shared access only hands out `&[T]`.
+unsafe impl Send for HostBuffer {}
+// SAFETY: `&HostBuffer` only permits reads.
+unsafe impl Sync for HostBuffer {}
+
+impl fmt::Debug for HostBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostBuffer")
+            .field("capacity", &self.capacity)
+            .field("kind", &self.kind())
+            .finish()
+    }
+}
+
+impl HostBuffer {
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn kind(&self) -> MemoryKind {
+        self.allocator.kind()
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The first `len` elements as `T`s. Panics if they do not fit in the capacity.
+    pub fn as_slice<T: Element>(&self, len: usize) -> &[T] {
+        let bytes = len.checked_mul(size_of::<T>()).expect("length overflows");
+        assert!(
+            bytes <= self.capacity,
+            "{bytes} bytes exceed the buffer's {}",
+            self.capacity
+        );
+        // SAFETY: the region is inside the allocation, initialised (zero-filled at allocation,
+        // written only through `as_mut_slice` since), aligned (ALIGN is a multiple of T's
+        // alignment) and any bit pattern is a valid `T` (sealed `Element`). The borrow of
+        // `self` keeps it alive and unmutated.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<T>(), len) }
+    }
+
+    /// The first `len` elements as mutable `T`s. Panics if they do not fit in the capacity.
+    pub fn as_mut_slice<T: Element>(&mut self, len: usize) -> &mut [T] {
+        let bytes = len.checked_mul(size_of::<T>()).expect("length overflows");
+        assert!(
+            bytes <= self.capacity,
+            "{bytes} bytes exceed the buffer's {}",
+            self.capacity
+        );
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<T>(), len) }
+    }
+}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        self.allocator.free(self.ptr, self.capacity);
+    }
+}
+
+/// Maps a file read-only and returns its contents as `Bytes` without copying.
+///
+/// The mapping stays valid while any clone of the returned `Bytes` lives. If another process
+/// truncates the file meanwhile, touching the lost pages raises SIGBUS — the same contract as
+/// every mmap-based reader; callers verify size and etag against the manifest first, and the
+/// shards of a dataset are not rewritten in place while a job reads them.
+pub(crate) fn map_file(file: &File) -> std::io::Result<Bytes> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: read-only shared mapping of a file we opened; see the function docs for the
+    // truncation caveat. `Bytes::from_owner` keeps the `Mmap` (and so the mapping) alive.
+    let map = unsafe { memmap2::MmapOptions::new().map(file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_gives_pageable_memory_with_a_reason() {
+        let a = Allocator::new(PinMemory::Never, None).unwrap();
+        assert_eq!(a.kind(), MemoryKind::Pageable);
+        assert!(a.reason().contains("never"));
+        let mut b = a.alloc(10).unwrap();
+        assert_eq!(b.capacity(), ALIGN);
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        assert!(
+            b.as_slice::<u64>(512).iter().all(|&x| x == 0),
+            "zero-filled"
+        );
+        b.as_mut_slice::<i32>(3).copy_from_slice(&[1, -2, 3]);
+        assert_eq!(b.as_slice::<i32>(3), &[1, -2, 3]);
+    }
+
+    #[test]
+    fn a_missing_driver_falls_back_and_says_why() {
+        let a = Allocator::with_library(
+            PinMemory::Auto,
+            None,
+            Some("libshardstream-no-such-driver.so.1"),
+        )
+        .unwrap();
+        assert_eq!(a.kind(), MemoryKind::Pageable);
+        assert!(a.reason().contains("cannot load"), "{}", a.reason());
+        let b = a.alloc(ALIGN * 3 + 1).unwrap();
+        assert_eq!(b.capacity(), ALIGN * 4);
+    }
+
+    #[test]
+    fn a_library_without_the_symbols_falls_back() {
+        // libc loads everywhere but is not a CUDA driver.
+        let a = Allocator::with_library(PinMemory::Auto, None, Some("libc.so.6")).unwrap();
+        assert_eq!(a.kind(), MemoryKind::Pageable);
+        assert!(a.reason().contains("lacks cuInit"), "{}", a.reason());
+    }
+
+    #[test]
+    fn always_is_an_error_without_a_driver() {
+        let err = Allocator::with_library(
+            PinMemory::Always,
+            None,
+            Some("libshardstream-no-such-driver.so.1"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, crate::Error::Config(_)), "{err}");
+        assert!(err.to_string().contains("always"), "{err}");
+    }
+
+    #[test]
+    fn auto_agrees_with_the_machine() {
+        // Pinned on a machine with a working driver, pageable (with the reason) elsewhere.
+        let a = Allocator::new(PinMemory::Auto, None).unwrap();
+        match driver() {
+            Ok(_) if a.kind() == MemoryKind::Pinned => {
+                let b = a.alloc(1 << 20).unwrap();
+                assert_eq!(b.kind(), MemoryKind::Pinned);
+                assert!(b.as_slice::<u8>(1 << 20).iter().all(|&x| x == 0));
+            }
+            Ok(_) => assert!(!a.reason().is_empty()),
+            Err(reason) => {
+                assert_eq!(a.kind(), MemoryKind::Pageable);
+                assert_eq!(a.reason(), reason);
+            }
+        }
+    }
+
+    #[test]
+    fn files_map_without_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello mapped world").unwrap();
+        let bytes = map_file(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(&bytes[..], b"hello mapped world");
+        assert_eq!(&bytes.slice(6..12)[..], b"mapped");
+        std::fs::write(&path, b"").unwrap();
+        assert!(map_file(&File::open(&path).unwrap()).unwrap().is_empty());
+    }
+}
