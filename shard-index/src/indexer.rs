@@ -161,9 +161,7 @@ async fn build_with_previous(
     for c in listing.candidates {
         let old = previous.and_then(|p| p.find(c.source, &c.relative).map(|i| p.entry(i)));
         match old {
-            Some(e) if e.size == c.meta.size && e.etag == c.meta.e_tag && e.kind == c.kind => {
-                reused.push(e)
-            }
+            Some(e) if same_version(&e, &c.meta) && e.kind == c.kind => reused.push(e),
             Some(_) => {
                 changed.push(c.display.clone());
                 to_read.push(c);
@@ -246,6 +244,21 @@ async fn build_with_previous(
         changed,
     };
     Ok((manifest, summary))
+}
+
+/// Whether a listed object is the version a manifest row describes: size and etag, or the
+/// modification time where the store lists no etag (s3s-fs, some HTTP servers), to the second:
+/// listings carry milliseconds but HEAD's `Last-Modified` header only seconds.
+fn same_version(entry: &ShardEntry, seen: &ObjectMeta) -> bool {
+    entry.size == seen.size
+        && match &entry.etag {
+            Some(etag) => seen.e_tag.as_ref() == Some(etag),
+            // A listing without etags may be compared with a HEAD that has one: use the time.
+            None => {
+                entry.last_modified_ms.map(|ms| ms.div_euclid(1000))
+                    == Some(seen.last_modified.timestamp())
+            }
+        }
 }
 
 /// Include/exclude globs and the format choice.
@@ -515,6 +528,12 @@ async fn verify_one(
         version: None,
     };
     scan::check_same_object(&expected, &meta, display)?;
+    if !same_version(entry, &meta) {
+        return Err(Error::ObjectChanged {
+            path: display.into(),
+            detail: "modified since it was indexed (the store gives no etag; its modification time changed)".into(),
+        });
+    }
     if !deep {
         return Ok(());
     }

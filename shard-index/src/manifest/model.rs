@@ -262,7 +262,8 @@ fn list_values(list: &ListArray, i: usize) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// Hex SHA-256 over the sources and each entry's identity, in order.
+/// Hex SHA-256 over the sources and each entry's identity (path, size, etag — or the
+/// modification time when the store gives no etag — and counts), in order.
 pub fn fingerprint(sources: &[String], entries: &[ShardEntry]) -> String {
     let mut h = Sha256::new();
     h.update(b"shardstream-manifest-v1\0");
@@ -277,6 +278,10 @@ pub fn fingerprint(sources: &[String], entries: &[ShardEntry]) -> String {
         h.update(e.size.to_le_bytes());
         h.update(e.etag.as_deref().unwrap_or("").as_bytes());
         h.update([0]);
+        if e.etag.is_none() {
+            // Without an etag the modification time is what tells versions apart.
+            h.update(e.last_modified_ms.unwrap_or(0).to_le_bytes());
+        }
         h.update(e.num_samples.to_le_bytes());
         h.update((e.row_groups.len() as u64).to_le_bytes());
         for rg in &e.row_groups {
