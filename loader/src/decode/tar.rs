@@ -16,6 +16,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use std::ops::Range;
 use std::sync::Arc;
 
+use shard_index::scan::tar::{header_name, parse_size, pax_path, split_key, verify_checksum};
+
 use super::{check_rows, error};
 use crate::Result;
 
@@ -107,7 +109,7 @@ fn walk(data: &[u8], url: &str, wanted: &[&str]) -> Result<Samples> {
             break;
         }
         verify_checksum(block).map_err(|r| malformed(format!("{r} at byte {pos}")))?;
-        let size = parse_octal(&block[124..136])
+        let size = parse_size(&block[124..136])
             .ok_or_else(|| malformed(format!("bad size field at byte {pos}")))?;
         let size = usize::try_from(size).map_err(|_| malformed("member too large".into()))?;
         let start = pos + BLOCK;
@@ -171,96 +173,6 @@ fn walk(data: &[u8], url: &str, wanted: &[&str]) -> Result<Samples> {
         }
     }
     Ok(out)
-}
-
-/// WebDataset's `base_plus_ext`: key = directory + file name up to its first dot.
-fn split_key(name: &str) -> Option<(&str, &str)> {
-    let slash = name.rfind('/').map_or(0, |i| i + 1);
-    let dot = name[slash..].find('.')? + slash;
-    if dot == slash {
-        return None;
-    }
-    Some((&name[..dot], &name[dot + 1..]))
-}
-
-fn header_name(block: &[u8]) -> String {
-    let cstr = |b: &[u8]| {
-        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-        String::from_utf8_lossy(&b[..end]).into_owned()
-    };
-    let name = cstr(&block[0..100]);
-    // POSIX ustar keeps a path prefix at 345..500; GNU tar ("ustar  ") uses that space otherwise.
-    if &block[257..263] == b"ustar\0" {
-        let prefix = cstr(&block[345..500]);
-        if !prefix.is_empty() {
-            return format!("{prefix}/{name}");
-        }
-    }
-    name
-}
-
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        // GNU base-256 for sizes of 8 GiB and more.
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
-        }
-        return Some(v);
-    }
-    let text = std::str::from_utf8(field).ok()?;
-    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
-    if text.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(text, 8).ok()
-}
-
-fn verify_checksum(block: &[u8]) -> std::result::Result<(), String> {
-    let stored = parse_octal(&block[148..156]).ok_or("unreadable header checksum")?;
-    let (mut unsigned, mut signed) = (0u64, 0i64);
-    for (i, &b) in block.iter().enumerate() {
-        let (u, s) = if (148..156).contains(&i) {
-            (32, 32)
-        } else {
-            (u64::from(b), i64::from(b as i8))
-        };
-        unsigned += u;
-        signed += s;
-    }
-    // Some old writers summed signed bytes; accept either.
-    if stored == unsigned || stored as i64 == signed {
-        Ok(())
-    } else {
-        Err("header checksum mismatch (not a tar file, or corrupt)".into())
-    }
-}
-
-/// Extracts `path` from a pax extended header ("LEN key=value\n" records).
-fn pax_path(mut record: &[u8]) -> std::result::Result<Option<String>, String> {
-    let mut path = None;
-    while !record.is_empty() {
-        if record.iter().all(|&b| b == 0) {
-            break;
-        }
-        let space = record
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or("bad pax record")?;
-        let len: usize = std::str::from_utf8(&record[..space])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("bad pax record length")?;
-        if len <= space + 1 || len > record.len() {
-            return Err("bad pax record length".into());
-        }
-        let kv = &record[space + 1..len - 1];
-        if let Some(v) = kv.strip_prefix(b"path=") {
-            path = Some(String::from_utf8_lossy(v).into_owned());
-        }
-        record = &record[len..];
-    }
-    Ok(path)
 }
 
 #[cfg(test)]

@@ -259,8 +259,10 @@ impl ShardScanner for TarScanner {
     }
 }
 
+// Header helpers, shared with the loader's tar decoder (one parser for both readings).
+
 /// WebDataset's `base_plus_ext`: key = directory + file name up to its first dot.
-fn split_key(name: &str) -> Option<(&str, &str)> {
+pub fn split_key(name: &str) -> Option<(&str, &str)> {
     let slash = name.rfind('/').map_or(0, |i| i + 1);
     let dot = name[slash..].find('.')? + slash;
     if dot == slash {
@@ -269,7 +271,8 @@ fn split_key(name: &str) -> Option<(&str, &str)> {
     Some((&name[..dot], &name[dot + 1..]))
 }
 
-fn header_name(block: &[u8]) -> String {
+/// A member's path from its 512-byte header (ustar prefix included).
+pub fn header_name(block: &[u8]) -> String {
     let cstr = |b: &[u8]| {
         let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
         String::from_utf8_lossy(&b[..end]).into_owned()
@@ -285,7 +288,8 @@ fn header_name(block: &[u8]) -> String {
     name
 }
 
-fn parse_size(field: &[u8]) -> Option<u64> {
+/// An octal (or GNU base-256) numeric header field.
+pub fn parse_size(field: &[u8]) -> Option<u64> {
     if field[0] & 0x80 != 0 {
         // GNU base-256 for sizes of 8 GiB and more.
         let mut v: u64 = u64::from(field[0] & 0x7f);
@@ -302,7 +306,8 @@ fn parse_size(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 8).ok()
 }
 
-fn verify_checksum(block: &[u8]) -> std::result::Result<(), String> {
+/// Checks a header block's checksum (unsigned or legacy signed sums).
+pub fn verify_checksum(block: &[u8]) -> std::result::Result<(), String> {
     let stored = parse_size(&block[148..156]).ok_or("unreadable header checksum")?;
     let sum: u64 = block
         .iter()
@@ -335,7 +340,7 @@ fn verify_checksum(block: &[u8]) -> std::result::Result<(), String> {
 }
 
 /// Extracts `path` from a pax extended header ("LEN key=value\n" records).
-fn pax_path(mut record: &[u8]) -> std::result::Result<Option<String>, String> {
+pub fn pax_path(mut record: &[u8]) -> std::result::Result<Option<String>, String> {
     let mut path = None;
     while !record.is_empty() {
         let space = record
