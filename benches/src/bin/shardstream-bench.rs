@@ -25,7 +25,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "shardstream-bench", about = "Measure the loader against the bare read limit")]
+#[command(
+    name = "shardstream-bench",
+    about = "Measure the loader against the bare read limit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,7 +122,13 @@ fn payload_bytes(batch: &Batch) -> u64 {
                     .unwrap_or(values.byte_len() as u64)
             }
             Column::Ragged { values, .. } => values.byte_len() as u64,
-            Column::Arrow(a) => a.to_data().buffers().iter().skip(1).map(|b| b.len() as u64).sum::<u64>()
+            Column::Arrow(a) => a
+                .to_data()
+                .buffers()
+                .iter()
+                .skip(1)
+                .map(|b| b.len() as u64)
+                .sum::<u64>()
                 .max(a.get_buffer_memory_size() as u64 / 2),
         })
         .sum()
@@ -127,7 +136,10 @@ fn payload_bytes(batch: &Batch) -> u64 {
 
 /// Reads every shard whole, in manifest order, one at a time: the sequential-read limit.
 fn bare_read(manifest: &Manifest, options: &StorageOptions) -> Result<(u64, f64)> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let locations = manifest
         .meta
         .sources
