@@ -165,3 +165,11 @@ fn summary(location: &str, m: &Manifest) -> serde_json::Value {
         "part": m.meta.part,
     })
 }
+
+/// Runs the `shard-index` command line (the same code as the Rust binary) with `argv`
+/// (`argv[0]` is the program name) and returns its exit status. The GIL is released while it
+/// runs; it is meant for the console script, which runs it in a fresh process.
+#[pyfunction]
+pub fn shard_index_main(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.detach(move || shard_index::cli::main_with_args(argv))
+}

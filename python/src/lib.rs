@@ -7,7 +7,8 @@
 //! - hands batch columns to torch / NumPy without a copy through DLPack ([`dlpack`], the one
 //!   module with `unsafe`);
 //! - maps the crates' errors onto a Python exception hierarchy ([`errors`]);
-//! - exposes manifest building and inspection ([`index`]).
+//! - exposes manifest building and inspection, and the whole `shard-index` command line
+//!   ([`index`]).
 //!
 //! The Python package (`python/shardstream/`) wraps these into `shardstream.Loader`,
 //! `shardstream.torch.ShardStreamDataset` and friends; `_native.pyi` documents the types.
@@ -27,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dlpack::Tensor>()?;
     m.add_function(wrap_pyfunction!(index::index, m)?)?;
     m.add_function(wrap_pyfunction!(index::inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(index::shard_index_main, m)?)?;
     errors::register(m)?;
     Ok(())
 }

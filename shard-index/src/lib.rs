@@ -12,9 +12,14 @@
 //! - [`deep`] decodes whole shards for `verify --deep`.
 //! - [`synth`] generates datasets with known contents for tests, demos and benchmarks.
 //!
+//! [`cli`] (feature `cli`, on by default) is the command line, shared by the `shard-index`
+//! binary and the Python package's command.
+//!
 //! The public API is async where it does I/O; [`runtime::block_on`] gives blocking callers a
 //! shared runtime. The `shard-index` binary is a thin CLI over these modules.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod deep;
 pub mod error;
 pub mod format;

@@ -61,8 +61,13 @@ def test_shard_index_command(ss_dataset, tmp_path):
     assert res.returncode == 0 and "samples      1000" in res.stdout, res.stdout + res.stderr
     res = subprocess.run([exe, "inspect", str(tmp_path / "missing.parquet")], capture_output=True, text=True)
     assert res.returncode == 1 and "missing.parquet" in res.stderr
-    res = subprocess.run([exe, "verify", str(out)], capture_output=True, text=True)
-    assert res.returncode == 2 and "Rust CLI" in res.stderr
+    # The whole command line is there, not just build/inspect: verify, plan, bad arguments.
+    res = subprocess.run([exe, "verify", str(out), "--deep", "--json"], capture_output=True, text=True)
+    assert res.returncode == 0 and json.loads(res.stdout)["ok"] == 6, res.stdout + res.stderr
+    res = subprocess.run([exe, "plan", str(out), "--batch-size", "8", "--json"], capture_output=True, text=True)
+    assert res.returncode == 0 and json.loads(res.stdout)["total_samples"] == 1000, res.stderr
+    res = subprocess.run([exe, "plan", str(out)], capture_output=True, text=True)
+    assert res.returncode == 2 and "--batch-size" in res.stderr
 
 
 def test_inspect_matches_the_rust_cli(ss_dataset):
