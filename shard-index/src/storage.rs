@@ -61,11 +61,7 @@ impl Location {
                     location: location.into(),
                     reason: "not a valid local path".into(),
                 })?;
-                let prefix =
-                    StorePath::from_absolute_path(&path).map_err(|e| Error::InvalidLocation {
-                        location: location.into(),
-                        reason: e.to_string(),
-                    })?;
+                let prefix = StorePath::from_absolute_path(&path).map_err(invalid(location))?;
                 (Arc::new(LocalFileSystem::new()), prefix)
             }
             "s3" | "s3a" => {
@@ -78,46 +74,26 @@ impl Location {
                 builder = builder
                     .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "10s")
                     .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s");
-                for (k, v) in builder_options(options) {
-                    let key = k.parse().map_err(|e| bad_option(location, k, e))?;
-                    builder = builder.with_config(key, v);
-                }
-                let store = builder
-                    .build()
-                    .map_err(|e| Error::InvalidLocation {
-                        location: location.into(),
-                        reason: e.to_string(),
-                    })?;
+                builder = configure(builder, location, options, |b, k, v| b.with_config(k, v))?;
+                let store = builder.build().map_err(invalid(location))?;
                 (Arc::new(store), url_prefix(&url, location)?)
             }
             "gs" => {
                 require_credentials(location, options, &gcs_credential_sources())?;
-                let mut builder = GoogleCloudStorageBuilder::from_env()
+                let builder = GoogleCloudStorageBuilder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry_config(location, options)?);
-                for (k, v) in builder_options(options) {
-                    let key = k.parse().map_err(|e| bad_option(location, k, e))?;
-                    builder = builder.with_config(key, v);
-                }
-                let store = builder.build().map_err(|e| Error::InvalidLocation {
-                    location: location.into(),
-                    reason: e.to_string(),
-                })?;
+                let builder = configure(builder, location, options, |b, k, v| b.with_config(k, v))?;
+                let store = builder.build().map_err(invalid(location))?;
                 (Arc::new(store), url_prefix(&url, location)?)
             }
             "az" | "azure" | "abfs" | "abfss" => {
                 require_credentials(location, options, &azure_credential_sources())?;
-                let mut builder = MicrosoftAzureBuilder::from_env()
+                let builder = MicrosoftAzureBuilder::from_env()
                     .with_url(url.as_str())
                     .with_retry(retry_config(location, options)?);
-                for (k, v) in builder_options(options) {
-                    let key = k.parse().map_err(|e| bad_option(location, k, e))?;
-                    builder = builder.with_config(key, v);
-                }
-                let store = builder.build().map_err(|e| Error::InvalidLocation {
-                    location: location.into(),
-                    reason: e.to_string(),
-                })?;
+                let builder = configure(builder, location, options, |b, k, v| b.with_config(k, v))?;
+                let store = builder.build().map_err(invalid(location))?;
                 (Arc::new(store), url_prefix(&url, location)?)
             }
             "http" | "https" => {
@@ -127,16 +103,9 @@ impl Location {
                     .with_retry(retry_config(location, options)?)
                     .with_client_options(client_options(options))
                     .build()
-                    .map_err(|e| Error::InvalidLocation {
-                        location: location.into(),
-                        reason: e.to_string(),
-                    })?;
-                let prefix = StorePath::parse(url.path().trim_matches('/')).map_err(|e| {
-                    Error::InvalidLocation {
-                        location: location.into(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                    .map_err(invalid(location))?;
+                let prefix =
+                    StorePath::parse(url.path().trim_matches('/')).map_err(invalid(location))?;
                 (Arc::new(store), prefix)
             }
             other => {
@@ -240,10 +209,7 @@ pub fn to_url(location: &str) -> Result<Url> {
 }
 
 fn url_prefix(url: &Url, location: &str) -> Result<StorePath> {
-    StorePath::from_url_path(url.path().trim_matches('/')).map_err(|e| Error::InvalidLocation {
-        location: location.into(),
-        reason: e.to_string(),
-    })
+    StorePath::from_url_path(url.path().trim_matches('/')).map_err(invalid(location))
 }
 
 fn canonical_url(url: &Url) -> String {
@@ -254,10 +220,33 @@ fn canonical_url(url: &Url) -> String {
     s
 }
 
-fn bad_option(location: &str, key: &str, e: object_store::Error) -> Error {
-    Error::Config(format!(
-        "storage option {key:?} is not a known config key for {location}: {e}"
-    ))
+/// Applies the user's storage options to a builder through its own config-key type.
+fn configure<B, K>(
+    mut builder: B,
+    location: &str,
+    options: &StorageOptions,
+    set: impl Fn(B, K, &String) -> B,
+) -> Result<B>
+where
+    K: std::str::FromStr<Err = object_store::Error>,
+{
+    for (k, v) in builder_options(options) {
+        let key = k.parse().map_err(|e| {
+            Error::Config(format!(
+                "storage option {k:?} is not a known config key for {location}: {e}"
+            ))
+        })?;
+        builder = set(builder, key, v);
+    }
+    Ok(builder)
+}
+
+/// Maps any error about `location` to [`Error::InvalidLocation`].
+fn invalid<E: std::fmt::Display>(location: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::InvalidLocation {
+        location: location.into(),
+        reason: e.to_string(),
+    }
 }
 
 /// Retries with a bounded total time: a data loader should surface a dead store in seconds
