@@ -18,7 +18,7 @@ pub mod tar;
 
 use crate::error::{Error, Result};
 use crate::format::{ShardFormat, ShardKind};
-use crate::manifest::{RowGroup, ShardEntry};
+use crate::manifest::ShardEntry;
 use arrow_schema::Schema;
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
@@ -153,6 +153,3 @@ pub async fn head(store: &dyn ObjectStore, key: &StorePath, display: &str) -> Re
         .await
         .map_err(|e| Error::storage(display, e))
 }
-
-/// Row groups as the manifest stores them.
-pub type RowGroups = Vec<RowGroup>;
