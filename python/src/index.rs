@@ -5,7 +5,7 @@
 //! a process-wide runtime started in a parent would be a runtime without threads in a forked
 //! DataLoader worker, where a later call would wait forever.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use object_store::{ObjectStoreExt, PutPayload};
 use pyo3::prelude::*;
@@ -135,35 +135,8 @@ pub fn inspect<'py>(
 
 /// The same report as `shard-index inspect --json`.
 fn summary(location: &str, m: &Manifest) -> serde_json::Value {
-    let sizes = m.sizes();
-    let smallest = (0..m.len()).min_by_key(|&i| (sizes[i], i));
-    let largest = (0..m.len()).max_by_key(|&i| (sizes[i], std::cmp::Reverse(i)));
-    let shard = |i: Option<usize>| {
-        i.map(|i| serde_json::json!({"path": m.url(i), "bytes": m.size(i), "samples": m.num_samples(i)}))
-    };
-    let mut formats = BTreeMap::<String, u64>::new();
-    for i in 0..m.len() {
-        *formats.entry(m.kind(i).to_string()).or_default() += 1;
-    }
-    let row_groups: usize = (0..m.len()).map(|i| m.row_groups(i).len()).sum();
-    serde_json::json!({
-        "manifest": location,
-        "version": format!("{}.{}", m.meta.version.0, m.meta.version.1),
-        "builder": m.meta.builder,
-        "sources": m.meta.sources,
-        "shards": m.meta.totals.shards,
-        "samples": m.meta.totals.samples,
-        "bytes": m.meta.totals.bytes,
-        "row_groups": row_groups,
-        "formats": formats,
-        "fingerprint": m.meta.fingerprint,
-        "schema": m.meta.schema.fields().iter().map(|f| serde_json::json!({
-            "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()
-        })).collect::<Vec<_>>(),
-        "smallest": shard(smallest),
-        "largest": shard(largest),
-        "part": m.meta.part,
-    })
+    serde_json::to_value(shard_index::manifest::InspectReport::of(m, location))
+        .expect("the report serialises")
 }
 
 /// Runs the `shard-index` command line (the same code as the Rust binary) with `argv`

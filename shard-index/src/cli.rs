@@ -344,89 +344,37 @@ fn report_build(s: &BuildSummary, output: &str, json: bool, quiet: bool) -> Resu
 fn inspect(a: InspectArgs) -> Result<u8> {
     let opts: StorageOptions = a.storage_options.into_iter().collect();
     let m = Manifest::read(&a.manifest, &opts)?;
-    let sizes = m.sizes();
-    let smallest = (0..m.len()).min_by_key(|&i| (sizes[i], i));
-    let largest = (0..m.len()).max_by_key(|&i| (sizes[i], std::cmp::Reverse(i)));
-    let shard_json = |i: Option<usize>| {
-        i.map(|i| serde_json::json!({"path": m.url(i), "bytes": m.size(i), "samples": m.num_samples(i)}))
-    };
-    let mut formats = std::collections::BTreeMap::<String, u64>::new();
-    for i in 0..m.len() {
-        *formats.entry(m.kind(i).to_string()).or_default() += 1;
-    }
-    let row_groups: usize = (0..m.len()).map(|i| m.row_groups(i).len()).sum();
-    let report = serde_json::json!({
-        "manifest": a.manifest,
-        "version": format!("{}.{}", m.meta.version.0, m.meta.version.1),
-        "builder": m.meta.builder,
-        "sources": m.meta.sources,
-        "shards": m.meta.totals.shards,
-        "samples": m.meta.totals.samples,
-        "bytes": m.meta.totals.bytes,
-        "row_groups": row_groups,
-        "formats": formats,
-        "fingerprint": m.meta.fingerprint,
-        "schema": m.meta.schema.fields().iter().map(|f| serde_json::json!({
-            "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()
-        })).collect::<Vec<_>>(),
-        "smallest": shard_json(smallest),
-        "largest": shard_json(largest),
-        "part": m.meta.part,
-    });
+    let r = crate::manifest::InspectReport::of(&m, &a.manifest);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(0);
     }
     println!(
         "manifest     {} (format {}, {})",
-        a.manifest,
-        report["version"].as_str().unwrap_or(""),
-        m.meta.builder
+        r.manifest, r.version, r.builder
     );
-    for s in &m.meta.sources {
+    for s in &r.sources {
         println!("source       {s}");
     }
-    println!("shards       {}", m.meta.totals.shards);
-    println!("samples      {}", m.meta.totals.samples);
-    println!(
-        "bytes        {} ({})",
-        m.meta.totals.bytes,
-        human_bytes(m.meta.totals.bytes)
-    );
-    println!(
-        "formats      {}",
-        formats
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if row_groups > 0 {
-        println!("row groups   {row_groups}");
+    println!("shards       {}", r.shards);
+    println!("samples      {}", r.samples);
+    println!("bytes        {} ({})", r.bytes, human_bytes(r.bytes));
+    let formats: Vec<String> = r.formats.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!("formats      {}", formats.join(", "));
+    if r.row_groups > 0 {
+        println!("row groups   {}", r.row_groups);
     }
-    println!("fingerprint  {}", m.meta.fingerprint);
-    if let (Some(s), Some(l)) = (smallest, largest) {
-        println!(
-            "smallest     {} ({}, {} samples)",
-            m.url(s),
-            human_bytes(m.size(s)),
-            m.num_samples(s)
-        );
-        println!(
-            "largest      {} ({}, {} samples)",
-            m.url(l),
-            human_bytes(m.size(l)),
-            m.num_samples(l)
-        );
+    println!("fingerprint  {}", r.fingerprint);
+    for (label, shard) in [("smallest", &r.smallest), ("largest ", &r.largest)] {
+        if let Some(s) = shard {
+            let size = human_bytes(s.bytes);
+            println!("{label}     {} ({size}, {} samples)", s.path, s.samples);
+        }
     }
     println!("schema");
-    for f in m.meta.schema.fields() {
-        println!(
-            "  {:<20} {}{}",
-            f.name(),
-            f.data_type(),
-            if f.is_nullable() { "" } else { " not null" }
-        );
+    for f in &r.schema {
+        let null = if f.nullable { "" } else { " not null" };
+        println!("  {:<20} {}{null}", f.name, f.data_type);
     }
     Ok(0)
 }

@@ -24,9 +24,11 @@
 
 mod model;
 mod read;
+mod report;
 mod write;
 
 pub use model::{Manifest, ManifestMeta, PartInfo, RowGroup, ShardEntry, Totals};
+pub use report::{FieldReport, InspectReport, ShardReport};
 pub use write::write_atomic;
 
 /// Major.minor of the manifest layout this build writes. Readers refuse a newer major.
