@@ -15,7 +15,7 @@ def bin_path(name: str) -> pathlib.Path:
     base = pathlib.Path(os.environ.get("SHARDSTREAM_BIN_DIR", ROOT / "target" / "debug"))
     path = base / name
     if not path.exists():
-        raise RuntimeError(f"{path} not built: run `cargo build --workspace --bins` (scripts/test does)")
+        raise RuntimeError(f"{path} not built: run `cargo test --workspace` (scripts/test does)")
     return path
 
 
