@@ -12,6 +12,7 @@ use arrow::array::{ArrayRef, Int32Builder, Int64Array, ListBuilder, RecordBatch,
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardstream_loader::collate::{pageable_pool, Collator, Column};
 use shardstream_loader::config::ListMode;
+use shardstream_loader::decode::DecodedUnit;
 
 const UNITS: usize = 8;
 const ROWS_PER_UNIT: usize = 4096;
@@ -76,10 +77,15 @@ fn assembly(c: &mut Criterion) {
         ("ragged_tokens", ListMode::Ragged, false),
         ("padded_tokens_and_text", ListMode::Padded, true),
     ] {
-        let units: Vec<RecordBatch> = (0..UNITS).map(|u| unit(u, 256, text)).collect();
-        let refs: Vec<&RecordBatch> = units.iter().collect();
+        let batches: Vec<RecordBatch> = (0..UNITS).map(|u| unit(u, 256, text)).collect();
+        let schema = batches[0].schema();
+        let units: Vec<DecodedUnit> = batches
+            .into_iter()
+            .map(|b| DecodedUnit::from_batch(b, 0))
+            .collect();
+        let refs: Vec<&DecodedUnit> = units.iter().collect();
         let rows = rows();
-        let collator = Collator::new(&units[0].schema(), |_| mode, pageable_pool());
+        let collator = Collator::new(&schema, |_| mode, pageable_pool());
         let bytes = output_bytes(&collator.collate(&refs, &rows).expect("collate"));
 
         let mut group = c.benchmark_group(format!("assemble_{name}"));

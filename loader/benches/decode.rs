@@ -56,7 +56,7 @@ fn decode_formats(c: &mut Criterion) {
                     else {
                         panic!("footer larger than 64 KiB")
                     };
-                    let footer = ShardFooter::new(*meta, &columns, "b").expect("footer");
+                    let footer = ShardFooter::new(*meta, &columns, true, "b").expect("footer");
                     let mut rows = 0;
                     for rg in 0..footer.num_row_groups() {
                         let parts = footer

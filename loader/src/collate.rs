@@ -2,8 +2,9 @@
 //!
 //! A batch's rows come from many units at once (the window shuffle interleaves shards), so
 //! collation is a gather: for each output row, read `(unit, row)` and write the value into its
-//! place in the output buffer — one copy from the decoder's Arrow buffers into memory that can
-//! go to the GPU by DMA as it is. How a column is laid out depends on its Arrow type, fixed
+//! place in the output buffer — one copy from the decoded unit (an Arrow buffer, or for PLAIN
+//! Parquet numbers the page bytes themselves, see `decode::plain`) into memory that can go to
+//! the GPU by DMA as it is. How a column is laid out depends on its Arrow type, fixed
 //! once from the dataset schema so every batch of an epoch has the same kinds of columns:
 //!
 //! | Arrow type | [`Column`] |
@@ -20,10 +21,12 @@
 //! the columns you need, or fill nulls when writing the data).
 
 use std::fmt;
+use std::mem::size_of;
+use std::ops::Range;
 
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, FixedSizeListArray, GenericListArray,
-    OffsetSizeTrait, RecordBatch,
+    OffsetSizeTrait,
 };
 use arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema,
@@ -32,6 +35,8 @@ use arrow::datatypes::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::ListMode;
+use crate::decode::plain::PlainColumn;
+use crate::decode::{DecodedUnit, UnitColumn};
 use crate::pinned::{Element, MemoryKind};
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::{Error, Result};
@@ -219,6 +224,10 @@ impl Tensor {
         self.buffer.as_mut_slice::<T>()
     }
 
+    fn as_mut_bytes(&mut self) -> &mut [u8] {
+        self.buffer.as_mut_slice::<u8>()
+    }
+
     pub fn memory_kind(&self) -> MemoryKind {
         self.buffer.kind()
     }
@@ -341,13 +350,13 @@ impl Collator {
     /// collator's schema, by position) into batch columns.
     pub fn collate(
         &self,
-        units: &[&RecordBatch],
+        units: &[&DecodedUnit],
         rows: &[(usize, usize)],
     ) -> Result<Vec<(String, Column)>> {
         let mut out = Vec::with_capacity(self.columns.len());
         for (i, (name, layout)) in self.columns.iter().enumerate() {
-            let arrays: Vec<&ArrayRef> = units.iter().map(|u| u.column(i)).collect();
-            let col = self.column(name, *layout, &arrays, rows)?;
+            let sources: Vec<&UnitColumn> = units.iter().map(|u| &u.columns[i]).collect();
+            let col = self.column(name, *layout, &sources, rows)?;
             out.push((name.clone(), col));
         }
         Ok(out)
@@ -357,25 +366,41 @@ impl Collator {
         &self,
         name: &str,
         layout: Layout,
-        arrays: &[&ArrayRef],
+        sources: &[&UnitColumn],
         rows: &[(usize, usize)],
     ) -> Result<Column> {
         let b = rows.len();
         let unsupported = |why: &str| Error::UnsupportedColumn {
             column: name.to_string(),
-            data_type: arrays
-                .first()
-                .map_or_else(String::new, |a| a.data_type().to_string()),
+            data_type: sources
+                .iter()
+                .find_map(|s| match s {
+                    UnitColumn::Arrow(a) => Some(a.data_type().to_string()),
+                    UnitColumn::Plain(_) => None,
+                })
+                .unwrap_or_default(),
             how: why.to_string(),
+        };
+        // Only numbers and lists of numbers are ever decoded by the fast path.
+        let arrow_only = || {
+            sources
+                .iter()
+                .map(|s| match s {
+                    UnitColumn::Arrow(a) => Some(a),
+                    UnitColumn::Plain(_) => None,
+                })
+                .collect::<Option<Vec<&ArrayRef>>>()
+                .ok_or_else(|| unsupported("this layout (its units were decoded as raw numbers)"))
         };
         match layout {
             Layout::Number(d) => {
                 let mut t = Tensor::new(&self.pool, d, vec![b])?;
-                dispatch!(d, A => gather_numbers::<A>(arrays, rows, t.as_mut_slice())
+                dispatch!(d, A => gather_numbers::<A>(sources, rows, t.as_mut_bytes())
                     .map_err(|e| unsupported(&e))?);
                 Ok(Column::Tensor(t))
             }
             Layout::Bool => {
+                let arrays = arrow_only()?;
                 let mut t = Tensor::new(&self.pool, DType::U8, vec![b])?;
                 let out = t.as_mut_slice::<u8>();
                 let bools = arrays
@@ -394,6 +419,7 @@ impl Collator {
                 Ok(Column::Tensor(t))
             }
             Layout::FixedList(d, len) => {
+                let arrays = arrow_only()?;
                 let lists = arrays
                     .iter()
                     .map(|a| a.as_fixed_size_list_opt())
@@ -407,17 +433,18 @@ impl Collator {
                 Ok(Column::Tensor(t))
             }
             Layout::List { item, large, mode } => {
-                let r = if large {
-                    dispatch!(item, A => self.gather_lists::<i64, A>(arrays, rows, item, mode))
+                if large {
+                    let views = dispatch!(item, A => list_views::<i64, A>(sources))
+                        .map_err(|e| unsupported(&e))?;
+                    self.gather_lists(&views, rows, item, mode)
                 } else {
-                    dispatch!(item, A => self.gather_lists::<i32, A>(arrays, rows, item, mode))
-                };
-                r.map_err(|e| match e {
-                    GatherError::Type(why) => unsupported(&why),
-                    GatherError::Other(e) => e,
-                })
+                    let views = dispatch!(item, A => list_views::<i32, A>(sources))
+                        .map_err(|e| unsupported(&e))?;
+                    self.gather_lists(&views, rows, item, mode)
+                }
             }
             Layout::Arrow => {
+                let arrays = arrow_only()?;
                 let dyns: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
                 let array = arrow::compute::interleave(&dyns, rows)
                     .map_err(|e| unsupported(&format!("an Arrow array ({e})")))?;
@@ -426,81 +453,52 @@ impl Collator {
         }
     }
 
-    fn gather_lists<O: OffsetSizeTrait, A: ArrowPrimitiveType>(
+    /// Copies each row's list into the batch: straight from the unit's bytes (Arrow buffer or
+    /// PLAIN page) into the pooled buffer, one `memcpy` per row (or per page piece).
+    fn gather_lists<O: OffsetSizeTrait>(
         &self,
-        arrays: &[&ArrayRef],
+        views: &[ListView<'_, O>],
         rows: &[(usize, usize)],
         item: DType,
         mode: ListMode,
-    ) -> std::result::Result<Column, GatherError>
-    where
-        A::Native: Element,
-    {
-        let mismatch =
-            || GatherError::Type("a list tensor (the shards disagree on its type)".into());
-        let mut views: Vec<(&GenericListArray<O>, &[A::Native])> = Vec::with_capacity(arrays.len());
-        for a in arrays {
-            let list = a.as_list_opt::<O>().ok_or_else(mismatch)?;
-            let values = list.values().as_primitive_opt::<A>().ok_or_else(mismatch)?;
-            if values.null_count() > 0 {
-                return Err(GatherError::Type(
-                    "a dense tensor: its lists hold null numbers".into(),
-                ));
-            }
-            views.push((list, values.values()));
-        }
-        let span = |u: usize, r: usize| -> (usize, usize) {
-            let list = views[u].0;
-            if list.is_null(r) {
-                return (0, 0);
-            }
-            let offs = list.value_offsets();
-            (offs[r].as_usize(), offs[r + 1].as_usize())
-        };
+    ) -> Result<Column> {
+        let w = item.size();
         let b = rows.len();
-        let other = GatherError::Other;
         match mode {
             ListMode::Padded => {
                 let lmax = rows
                     .iter()
-                    .map(|&(u, r)| {
-                        let (s, e) = span(u, r);
-                        e - s
-                    })
+                    .map(|&(u, r)| views[u].span(r).len())
                     .max()
                     .unwrap_or(0);
-                let mut values = Tensor::new(&self.pool, item, vec![b, lmax]).map_err(other)?;
-                let mut lengths = Tensor::new(&self.pool, DType::I64, vec![b]).map_err(other)?;
-                let out = values.as_mut_slice::<A::Native>();
+                let mut values = Tensor::new(&self.pool, item, vec![b, lmax])?;
+                let mut lengths = Tensor::new(&self.pool, DType::I64, vec![b])?;
+                let out = values.as_mut_bytes();
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, &(u, r)) in rows.iter().enumerate() {
-                    let (s, e) = span(u, r);
-                    let row = &mut out[i * lmax..(i + 1) * lmax];
-                    row[..e - s].copy_from_slice(&views[u].1[s..e]);
-                    row[e - s..].fill(A::Native::default());
-                    lens[i] = (e - s) as i64;
+                    let span = views[u].span(r);
+                    let n = span.len();
+                    let row = &mut out[i * lmax * w..(i + 1) * lmax * w];
+                    views[u].copy(span, &mut row[..n * w]);
+                    // Pooled buffers are recycled: padding must be written, not assumed.
+                    row[n * w..].fill(0);
+                    lens[i] = n as i64;
                 }
                 Ok(Column::Padded { values, lengths })
             }
             ListMode::Ragged => {
-                let total: usize = rows
-                    .iter()
-                    .map(|&(u, r)| {
-                        let (s, e) = span(u, r);
-                        e - s
-                    })
-                    .sum();
-                let mut values = Tensor::new(&self.pool, item, vec![total]).map_err(other)?;
-                let mut offsets =
-                    Tensor::new(&self.pool, DType::I64, vec![b + 1]).map_err(other)?;
-                let out = values.as_mut_slice::<A::Native>();
+                let total: usize = rows.iter().map(|&(u, r)| views[u].span(r).len()).sum();
+                let mut values = Tensor::new(&self.pool, item, vec![total])?;
+                let mut offsets = Tensor::new(&self.pool, DType::I64, vec![b + 1])?;
+                let out = values.as_mut_bytes();
                 let offs = offsets.as_mut_slice::<i64>();
                 let mut at = 0usize;
                 offs[0] = 0;
                 for (i, &(u, r)) in rows.iter().enumerate() {
-                    let (s, e) = span(u, r);
-                    out[at..at + e - s].copy_from_slice(&views[u].1[s..e]);
-                    at += e - s;
+                    let span = views[u].span(r);
+                    let n = span.len();
+                    views[u].copy(span, &mut out[at * w..(at + n) * w]);
+                    at += n;
                     offs[i + 1] = at as i64;
                 }
                 Ok(Column::Ragged { values, offsets })
@@ -509,35 +507,101 @@ impl Collator {
     }
 }
 
-enum GatherError {
-    /// The data does not fit the column's layout (message for `UnsupportedColumn`).
-    Type(String),
-    Other(Error),
+/// One unit's list column, seen as rows of elements with their bytes.
+enum ListView<'a, O: OffsetSizeTrait> {
+    Arrow {
+        list: &'a GenericListArray<O>,
+        /// The values' bytes, little-endian.
+        bytes: &'a [u8],
+        width: usize,
+    },
+    Plain(&'a PlainColumn),
 }
 
+impl<O: OffsetSizeTrait> ListView<'_, O> {
+    /// Element range of row `r` (a null list is empty).
+    fn span(&self, r: usize) -> Range<usize> {
+        match self {
+            ListView::Arrow { list, .. } if list.is_null(r) => 0..0,
+            ListView::Arrow { list, .. } => {
+                let offs = list.value_offsets();
+                offs[r].as_usize()..offs[r + 1].as_usize()
+            }
+            ListView::Plain(p) => p.row(r),
+        }
+    }
+
+    fn copy(&self, elements: Range<usize>, out: &mut [u8]) {
+        match self {
+            ListView::Arrow { bytes, width, .. } => {
+                out.copy_from_slice(&bytes[elements.start * width..elements.end * width])
+            }
+            ListView::Plain(p) => p.copy_to(elements, out),
+        }
+    }
+}
+
+/// Checks each unit's list column against the element type `A` and views it as bytes.
+fn list_views<'a, O: OffsetSizeTrait, A: ArrowPrimitiveType>(
+    sources: &[&'a UnitColumn],
+) -> std::result::Result<Vec<ListView<'a, O>>, String>
+where
+    A::Native: Element,
+{
+    let mismatch = || "a list tensor (the shards disagree on its type)".to_string();
+    let width = size_of::<A::Native>();
+    sources
+        .iter()
+        .map(|s| match s {
+            UnitColumn::Plain(p) if p.width() == width => Ok(ListView::Plain(p)),
+            UnitColumn::Plain(_) => Err(mismatch()),
+            UnitColumn::Arrow(a) => {
+                let list = a.as_list_opt::<O>().ok_or_else(mismatch)?;
+                let values = list.values().as_primitive_opt::<A>().ok_or_else(mismatch)?;
+                if values.null_count() > 0 {
+                    return Err("a dense tensor: its lists hold null numbers".into());
+                }
+                Ok(ListView::Arrow {
+                    list,
+                    bytes: values.values().inner().as_slice(),
+                    width,
+                })
+            }
+        })
+        .collect()
+}
+
+/// Numbers `[B]`: copies each row's value bytes (from an Arrow buffer or a PLAIN page).
 fn gather_numbers<A: ArrowPrimitiveType>(
-    arrays: &[&ArrayRef],
+    sources: &[&UnitColumn],
     rows: &[(usize, usize)],
-    out: &mut [A::Native],
+    out: &mut [u8],
 ) -> std::result::Result<(), String>
 where
     A::Native: Element,
 {
-    let prims = arrays
-        .iter()
-        .map(|a| a.as_primitive_opt::<A>())
-        .collect::<Option<Vec<_>>>()
-        .ok_or("a tensor (the shards disagree on its type)")?;
-    let values: Vec<&[A::Native]> = prims.iter().map(|p| p.values().as_ref()).collect();
-    if prims.iter().any(|p| p.null_count() > 0) {
-        for &(u, r) in rows {
-            if prims[u].is_null(r) {
-                return Err("a dense tensor: it holds nulls".into());
-            }
-        }
+    let w = size_of::<A::Native>();
+    let mismatch = || "a tensor (the shards disagree on its type)".to_string();
+    let mut arrays = Vec::with_capacity(sources.len());
+    for s in sources {
+        arrays.push(match s {
+            UnitColumn::Arrow(a) => Some(a.as_primitive_opt::<A>().ok_or_else(mismatch)?),
+            UnitColumn::Plain(p) if p.width() == w => None,
+            UnitColumn::Plain(_) => return Err(mismatch()),
+        });
     }
-    for (o, &(u, r)) in out.iter_mut().zip(rows) {
-        *o = values[u][r];
+    for (i, &(u, r)) in rows.iter().enumerate() {
+        let dst = &mut out[i * w..(i + 1) * w];
+        match (arrays[u], sources[u]) {
+            (Some(p), _) => {
+                if p.is_null(r) {
+                    return Err("a dense tensor: it holds nulls".into());
+                }
+                dst.copy_from_slice(&p.values().inner().as_slice()[r * w..(r + 1) * w]);
+            }
+            (None, UnitColumn::Plain(p)) => p.copy_to(r..r + 1, dst),
+            (None, UnitColumn::Arrow(_)) => unreachable!("Arrow sources were checked above"),
+        }
     }
     Ok(())
 }
@@ -585,7 +649,8 @@ pub fn pageable_pool() -> BufferPool {
 mod tests {
     use super::*;
     use arrow::array::{
-        BooleanArray, FixedSizeListBuilder, Int32Builder, Int64Array, ListBuilder, StringArray,
+        BooleanArray, FixedSizeListBuilder, Int32Builder, Int64Array, ListBuilder, RecordBatch,
+        StringArray,
     };
     use arrow::datatypes::Field;
     use std::sync::Arc;
@@ -611,6 +676,10 @@ mod tests {
         .unwrap()
     }
 
+    fn du(b: &RecordBatch) -> DecodedUnit {
+        DecodedUnit::from_batch(b.clone(), 0)
+    }
+
     fn collator(u: &RecordBatch, mode: ListMode) -> Collator {
         Collator::new(&u.schema(), |_| mode, pageable_pool())
     }
@@ -621,7 +690,7 @@ mod tests {
         let b = unit(&[10, 11], &[&[], &[5, 6]], &["c", "d"]);
         let rows = [(1, 1), (0, 0), (1, 0), (0, 1)];
         let cols = collator(&a, ListMode::Padded)
-            .collate(&[&a, &b], &rows)
+            .collate(&[&du(&a), &du(&b)], &rows)
             .unwrap();
         let Column::Tensor(ids) = &cols[0].1 else {
             panic!()
@@ -651,7 +720,7 @@ mod tests {
         );
 
         let cols = collator(&a, ListMode::Ragged)
-            .collate(&[&a, &b], &rows)
+            .collate(&[&du(&a), &du(&b)], &rows)
             .unwrap();
         let Column::Ragged { values, offsets } = &cols[1].1 else {
             panic!()
@@ -666,16 +735,16 @@ mod tests {
         let c = collator(&a, ListMode::Padded);
         // A first batch leaves non-zero data in the pooled buffer ...
         let wide = unit(&[0], &[&[9, 9, 9, 9, 9, 9, 9, 9]], &["w"]);
-        drop(c.collate(&[&wide], &[(0, 0), (0, 0)]).unwrap());
+        drop(c.collate(&[&du(&wide)], &[(0, 0), (0, 0)]).unwrap());
         // ... which a later batch must not show through its padding.
-        let cols = c.collate(&[&a], &[(0, 1), (0, 0)]).unwrap();
+        let cols = c.collate(&[&du(&a)], &[(0, 1), (0, 0)]).unwrap();
         let Column::Padded { values, .. } = &cols[1].1 else {
             panic!()
         };
         assert_eq!(values.shape(), &[2, 2]);
         assert_eq!(values.as_slice::<i32>().unwrap(), &[3, 4, 1, 2]);
         let short = unit(&[0, 1], &[&[1], &[2, 3, 4]], &["a", "b"]);
-        let cols = c.collate(&[&short], &[(0, 0), (0, 1)]).unwrap();
+        let cols = c.collate(&[&du(&short)], &[(0, 0), (0, 1)]).unwrap();
         let Column::Padded { values, .. } = &cols[1].1 else {
             panic!()
         };
@@ -694,7 +763,7 @@ mod tests {
         let u = RecordBatch::try_from_iter(vec![("v", fl.slice(1, 2)), ("f", flags.slice(1, 2))])
             .unwrap();
         let c = Collator::new(&u.schema(), |_| ListMode::Padded, pageable_pool());
-        let cols = c.collate(&[&u], &[(0, 1), (0, 0)]).unwrap();
+        let cols = c.collate(&[&du(&u)], &[(0, 1), (0, 0)]).unwrap();
         let Column::Tensor(v) = &cols[0].1 else {
             panic!()
         };
@@ -715,10 +784,10 @@ mod tests {
         .unwrap();
         let c = Collator::new(&u.schema(), |_| ListMode::Padded, pageable_pool());
         assert!(
-            c.collate(&[&u], &[(0, 0)]).is_ok(),
+            c.collate(&[&du(&u)], &[(0, 0)]).is_ok(),
             "nulls in rows not taken are fine"
         );
-        let err = c.collate(&[&u], &[(0, 1)]).unwrap_err();
+        let err = c.collate(&[&du(&u)], &[(0, 1)]).unwrap_err();
         assert!(matches!(err, Error::UnsupportedColumn { .. }), "{err}");
         assert!(err.to_string().contains("\"x\""), "{err}");
     }

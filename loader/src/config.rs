@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shard_index::plan::ResumeState;
@@ -34,6 +35,10 @@ pub const DEFAULT_WINDOW: Window = Window::Bytes(128 << 20);
 pub const DEFAULT_IO_CONCURRENCY: usize = 16;
 /// Default decoder threads.
 pub const DEFAULT_DECODE_THREADS: usize = 2;
+/// Default `request_timeout`: 30 s without response headers or body bytes.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `fetch_attempts`.
+pub const DEFAULT_FETCH_ATTEMPTS: u32 = 10;
 /// Default finished batches queued ahead of the consumer.
 pub const DEFAULT_BATCH_QUEUE: usize = 2;
 
@@ -113,6 +118,9 @@ pub struct LoaderConfig {
     pub io_threads: usize,
     /// Concurrent decoders (default 2).
     pub decode_threads: usize,
+    /// Decode PLAIN numbers and lists of numbers in Parquet without arrow-rs's reader, copying
+    /// page bytes straight into batches (default true; see `decode::plain`). Off only to compare.
+    pub plain_fast_path: bool,
     /// Finished batches waiting for the consumer (default 2); their memory comes on top of
     /// `prefetch_bytes`.
     pub batch_queue: usize,
@@ -128,9 +136,19 @@ pub struct LoaderConfig {
     pub resume: Option<ResumeState>,
     /// Epoch to load first (default 0).
     pub epoch: u64,
-    /// Attempts per read on short bodies or transient errors (default 3; object_store retries
-    /// failed requests on its own underneath).
+    /// Attempts per read on throttling (503/429), 5xx, resets, short bodies and stalls
+    /// (default 10, with jittered exponential backoff). The loader turns object_store's own
+    /// retries off for shard reads unless `storage_options` sets `max_retries`, so that it sees
+    /// every failure (see [`crate::fetch`]).
     pub fetch_attempts: u32,
+    /// Longest wait for a response's headers, and then for each further chunk of its body
+    /// (default 30 s); a stalled request is abandoned and retried. It bounds progress, not
+    /// transfer time.
+    pub request_timeout: Duration,
+    /// Hedged requests (default true): a GET still without an answer after the 95th
+    /// percentile of recent GETs gets a duplicate, and the first answer wins. Only sent when
+    /// the adaptive concurrency limit has room.
+    pub hedge: bool,
 }
 
 impl LoaderConfig {
@@ -157,6 +175,7 @@ impl LoaderConfig {
             io_concurrency: DEFAULT_IO_CONCURRENCY,
             io_threads: 2,
             decode_threads: DEFAULT_DECODE_THREADS,
+            plain_fast_path: true,
             batch_queue: DEFAULT_BATCH_QUEUE,
             list_mode: ListMode::Padded,
             list_modes: BTreeMap::new(),
@@ -164,7 +183,9 @@ impl LoaderConfig {
             pin_device: None,
             resume: None,
             epoch: 0,
-            fetch_attempts: 3,
+            fetch_attempts: DEFAULT_FETCH_ATTEMPTS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            hedge: true,
         }
         .with_stream(manifest, Mix::Repeat(1.0))
     }
@@ -363,6 +384,16 @@ impl LoaderConfig {
         self
     }
 
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    pub fn with_hedge(mut self, hedge: bool) -> Self {
+        self.hedge = hedge;
+        self
+    }
+
     /// The list mode of `column`.
     pub fn list_mode_of(&self, column: &str) -> ListMode {
         self.list_modes
@@ -453,6 +484,9 @@ impl LoaderConfig {
         if self.fetch_attempts == 0 {
             return bad("fetch_attempts must be at least 1".into());
         }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout must be longer than 0".into());
+        }
         if self.cache_limit.is_some() && self.cache_dir.is_none() {
             return bad("cache_limit is set but cache_dir is not".into());
         }
@@ -506,6 +540,10 @@ mod tests {
             (cfg().with_columns(["a", "a"]), "twice"),
             (cfg().with_canonical_nodes(0), "canonical_nodes"),
             (cfg().with_batch_queue(0), "batch_queue"),
+            (
+                cfg().with_request_timeout(Duration::ZERO),
+                "request_timeout",
+            ),
         ];
         for (c, needle) in cases {
             let err = c.validate().unwrap_err();

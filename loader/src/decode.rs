@@ -1,8 +1,9 @@
-//! Shard bytes to Arrow: one [`RecordBatch`] per *unit* (a Parquet row group, or a whole tar or
-//! JSONL shard), holding exactly the requested columns in the requested order.
+//! Shard bytes to columns: one [`DecodedUnit`] per *unit* (a Parquet row group, or a whole tar
+//! or JSONL shard), holding exactly the requested columns in the requested order.
 //!
 //! - [`parquet`]: a row group decoded from its fetched byte ranges with the shard's footer
-//!   metadata, projected to the requested columns (only their column chunks are fetched).
+//!   metadata, projected to the requested columns (only their column chunks are fetched);
+//!   numbers and lists of numbers stored PLAIN take [`plain`]'s fast path.
 //! - [`tar`]: WebDataset tar (plain, zstd or gzip) → `__key__` (Utf8) plus one Binary column per
 //!   field, null where a sample lacks the field.
 //! - [`jsonl`]: JSON lines (plain, zstd or gzip) → Arrow with the manifest's schema, projected.
@@ -15,35 +16,81 @@
 
 pub mod jsonl;
 pub mod parquet;
+pub mod plain;
 pub mod tar;
 
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::Bytes;
 use shard_index::Compression;
 
 use crate::{Error, Result};
 
-/// One decoded unit.
+/// One column of a decoded unit.
+#[derive(Debug)]
+pub enum UnitColumn {
+    /// Decoded by arrow-rs (every type).
+    Arrow(ArrayRef),
+    /// Numbers or lists of numbers left in their PLAIN page bytes (the fast path).
+    Plain(plain::PlainColumn),
+}
+
+impl UnitColumn {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        match self {
+            UnitColumn::Arrow(a) => a.len(),
+            UnitColumn::Plain(p) => p.num_rows(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the column keeps alive.
+    pub fn memory_bytes(&self) -> u64 {
+        match self {
+            UnitColumn::Arrow(a) => a.get_array_memory_size() as u64,
+            UnitColumn::Plain(p) => p.memory_bytes(),
+        }
+    }
+}
+
+/// One decoded unit: the loader's columns, in the loader's order.
 #[derive(Debug)]
 pub struct DecodedUnit {
-    /// The unit's rows, with the loader's columns in the loader's order.
-    pub batch: RecordBatch,
+    pub columns: Vec<UnitColumn>,
+    pub num_rows: usize,
     /// Bytes read from storage to produce it (its ranges, or the whole object).
     pub stored_bytes: u64,
 }
 
 impl DecodedUnit {
-    pub fn num_rows(&self) -> usize {
-        self.batch.num_rows()
+    /// A unit decoded by arrow-rs as one batch.
+    pub fn from_batch(batch: RecordBatch, stored_bytes: u64) -> DecodedUnit {
+        DecodedUnit {
+            num_rows: batch.num_rows(),
+            columns: batch
+                .columns()
+                .iter()
+                .cloned()
+                .map(UnitColumn::Arrow)
+                .collect(),
+            stored_bytes,
+        }
     }
 
-    /// Heap bytes held by the decoded arrays.
+    pub fn num_rows(&self) -> usize {
+        self.num_rows
+    }
+
+    /// Bytes held by the decoded columns.
     pub fn memory_bytes(&self) -> u64 {
-        self.batch.get_array_memory_size() as u64
+        self.columns.iter().map(UnitColumn::memory_bytes).sum()
     }
 }
 

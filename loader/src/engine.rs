@@ -62,7 +62,7 @@ use crate::collate::{Batch, Collator, SampleId};
 use crate::config::{LoaderConfig, ManifestSource};
 use crate::decode::parquet::{ShardFooter, Tail, FOOTER_GUESS};
 use crate::decode::{self, DecodedUnit};
-use crate::fetch::{Fetcher, ShardObject};
+use crate::fetch::{shard_storage_options, FetchPolicy, Fetcher, ShardObject};
 use crate::pinned::Allocator;
 use crate::pool::BufferPool;
 use crate::stats::{Counters, LoaderStats};
@@ -133,6 +133,8 @@ struct Ctx {
     footers: Mutex<HashMap<(u32, u32), FooterCell>>,
     decode_slots: Arc<Semaphore>,
     counters: Arc<Counters>,
+    /// `LoaderConfig::plain_fast_path`.
+    plain_fast_path: bool,
 }
 
 impl Ctx {
@@ -165,7 +167,8 @@ impl Ctx {
             };
             let url = obj.url.clone();
             let columns = self.columns.clone();
-            let footer = decode::guarded(&url, || ShardFooter::new(meta, &columns, &url))?;
+            let fast = self.plain_fast_path;
+            let footer = decode::guarded(&url, || ShardFooter::new(meta, &columns, fast, &url))?;
             Ok(Arc::new(footer))
         })
         .await
@@ -183,44 +186,46 @@ impl Ctx {
         let shard = key.shard as usize;
         let obj = stream.object(shard);
         let kind = stream.manifest.kind(shard);
-        let (job, stored): (
-            Box<dyn FnOnce() -> Result<arrow::array::RecordBatch> + Send>,
-            u64,
-        ) = match kind.format {
-            ShardFormat::Parquet => {
-                let rg = key.part as usize;
-                let expected = stream
-                    .manifest
-                    .row_groups(shard)
-                    .get(rg)
-                    .map(|r| r.num_rows)
-                    .ok_or_else(|| decode::error(&obj.url, format!("no row group {rg}")))?;
-                let footer = self.footer(key, &obj).await?;
-                let ranges = footer.ranges(rg);
-                let reads = ranges
-                    .iter()
-                    .map(|r| self.fetcher.read(&obj, Some(r.clone())));
-                let parts: Vec<(u64, bytes::Bytes)> = ranges
-                    .iter()
-                    .map(|r| r.start)
-                    .zip(futures::future::try_join_all(reads).await?)
-                    .collect();
-                let stored = parts.iter().map(|(_, b)| b.len() as u64).sum();
-                let (url, size) = (obj.url.clone(), obj.size);
-                let job = move || {
-                    decode::parquet::decode_row_group(&footer, rg, parts, size, &url, expected)
-                };
-                (Box::new(job), stored)
-            }
-            ShardFormat::Tar | ShardFormat::Jsonl => {
-                let data = self.fetcher.read(&obj, None).await?;
-                let expected = stream.manifest.num_samples(shard);
-                let schema = stream.schema.clone();
-                let url = obj.url.clone();
-                let job = move || decode_whole(kind, data, &schema, &url, expected);
-                (Box::new(job), obj.size)
-            }
-        };
+        let (job, stored): (Box<dyn FnOnce() -> Result<DecodedUnit> + Send>, u64) =
+            match kind.format {
+                ShardFormat::Parquet => {
+                    let rg = key.part as usize;
+                    let expected = stream
+                        .manifest
+                        .row_groups(shard)
+                        .get(rg)
+                        .map(|r| r.num_rows)
+                        .ok_or_else(|| decode::error(&obj.url, format!("no row group {rg}")))?;
+                    let footer = self.footer(key, &obj).await?;
+                    let ranges = footer.ranges(rg);
+                    let reads = ranges
+                        .iter()
+                        .map(|r| self.fetcher.read(&obj, Some(r.clone())));
+                    let parts: Vec<(u64, bytes::Bytes)> = ranges
+                        .iter()
+                        .map(|r| r.start)
+                        .zip(futures::future::try_join_all(reads).await?)
+                        .collect();
+                    let stored = parts.iter().map(|(_, b)| b.len() as u64).sum();
+                    let (url, size) = (obj.url.clone(), obj.size);
+                    let job = move || {
+                        decode::parquet::decode_row_group(&footer, rg, parts, size, &url, expected)
+                    };
+                    (Box::new(job), stored)
+                }
+                ShardFormat::Tar | ShardFormat::Jsonl => {
+                    let data = self.fetcher.read(&obj, None).await?;
+                    let expected = stream.manifest.num_samples(shard);
+                    let schema = stream.schema.clone();
+                    let url = obj.url.clone();
+                    let stored = obj.size;
+                    let job = move || {
+                        let batch = decode_whole(kind, data, &schema, &url, expected)?;
+                        Ok(DecodedUnit::from_batch(batch, stored))
+                    };
+                    (Box::new(job), stored)
+                }
+            };
         drop(io_permit);
         if first_use {
             Counters::add(&self.counters.bytes_needed, stored);
@@ -232,7 +237,7 @@ impl Ctx {
             .map_err(|_| Error::Stopped("decoder pool closed".into()))?;
         let url = obj.url.clone();
         let counters = self.counters.clone();
-        let batch = tokio::task::spawn_blocking(move || {
+        let unit = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let r = decode::guarded(&url, job);
             Counters::add_time(&counters.decode_ns, started);
@@ -240,10 +245,6 @@ impl Ctx {
         })
         .await
         .map_err(|e| decode::error(&obj.url, format!("decoder task failed: {e}")))??;
-        let unit = DecodedUnit {
-            batch,
-            stored_bytes: stored,
-        };
         Counters::add(&self.counters.units_loaded, 1);
         Counters::add(&self.counters.bytes_decoded, unit.memory_bytes());
         Ok(Arc::new(unit))
@@ -346,6 +347,8 @@ struct Producer {
     /// Cumulative row-group row counts of Parquet shards met so far.
     row_group_ends: HashMap<(u32, u32), Arc<[u64]>>,
     charged: u64,
+    /// A batch has been assembled (before that, only the first batch's units are requested).
+    started: bool,
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
     done: Receiver<Done>,
     out: Sender<Result<Batch>>,
@@ -390,6 +393,7 @@ impl Producer {
             }
             if self.front_ready() {
                 let batch = self.assemble()?;
+                self.started = true;
                 self.send(batch)?;
                 continue;
             }
@@ -404,13 +408,16 @@ impl Producer {
     }
 
     fn can_extend(&self) -> bool {
-        self.next_k < self.plan.num_batches() && self.charged < self.budget
+        self.started && self.next_k < self.plan.num_batches() && self.charged < self.budget
     }
 
     /// Plans up to `max` more batches while the budget allows (always at least one batch
     /// when none is pending).
     fn extend(&mut self, max: usize) -> Result<()> {
         let mut planned = 0;
+        // Until the first batch is out, it has the store to itself: units of later batches
+        // would share its bandwidth and delay it (time to first batch), so plan nothing else.
+        let max = if self.started { max } else { 1 };
         while self.next_k < self.plan.num_batches()
             && (self.pending.is_empty() || (self.charged < self.budget && planned < max))
         {
@@ -584,7 +591,7 @@ impl Producer {
             }
         }
         let started = Instant::now();
-        let refs: Vec<_> = units.iter().map(|u| &u.batch).collect();
+        let refs: Vec<&DecodedUnit> = units.iter().map(|u| u.as_ref()).collect();
         let columns = self.collator.collate(&refs, &p.rows)?;
         Counters::add_time(&self.ctx.counters.collate_ns, started);
         drop(refs);
@@ -747,7 +754,7 @@ impl Loader {
             let mut locations = Vec::new();
             let mut local_roots = Vec::new();
             for root in &manifest.meta.sources {
-                let loc = Location::open(root, &config.storage_options)?;
+                let loc = Location::open(root, &shard_storage_options(&config.storage_options))?;
                 let local = if loc.url.starts_with("file:") {
                     shard_index::storage::to_url(&loc.url)?.to_file_path().ok()
                 } else {
@@ -857,9 +864,10 @@ impl Loader {
         let ctx = Arc::new(Ctx {
             streams: stream_ctxs,
             columns,
-            fetcher: Fetcher::new(counters.clone(), cache, config.fetch_attempts),
+            fetcher: Fetcher::new(counters.clone(), cache, FetchPolicy::from_config(&config)),
             footers: Mutex::new(HashMap::new()),
             decode_slots: Arc::new(Semaphore::new(config.decode_threads)),
+            plain_fast_path: config.plain_fast_path,
             counters,
         });
         Ok(Loader {
@@ -1052,6 +1060,7 @@ impl Loader {
             ratios: vec![(0, 0); self.ctx.streams.len()],
             row_group_ends: HashMap::new(),
             charged: 0,
+            started: false,
             requests: req_tx,
             done: done_rx,
             out: out_tx,

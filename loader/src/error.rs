@@ -35,6 +35,15 @@ pub enum Error {
         expected: u64,
     },
 
+    /// The store stopped answering: no response headers, or no further body bytes, within
+    /// `request_timeout` (after retries).
+    #[error("no progress reading {url}: waited {after_s} s for {what} (request_timeout); the store or the network is stalled")]
+    Timeout {
+        url: String,
+        what: &'static str,
+        after_s: f64,
+    },
+
     /// A shard's bytes could not be decoded.
     #[error("decoding {url}: {reason}")]
     Decode { url: String, reason: String },

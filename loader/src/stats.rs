@@ -25,6 +25,13 @@ pub(crate) struct Counters {
     pub bytes_needed: AtomicU64,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub throttled: AtomicU64,
+    pub hedges_fired: AtomicU64,
+    pub hedges_won: AtomicU64,
+    /// Gauges: the AIMD request limit now, and the lowest it has been.
+    pub concurrency_limit: AtomicU64,
+    pub concurrency_limit_min: AtomicU64,
     pub units_loaded: AtomicU64,
     pub units_reread: AtomicU64,
     pub bytes_decoded: AtomicU64,
@@ -81,8 +88,19 @@ pub struct LoaderStats {
     pub read_amplification: f64,
     /// GET requests made to the store.
     pub requests: u64,
-    /// Reads retried after a short body or a transient error.
+    /// Reads retried after a short body, a throttled answer, a stall or a transient error.
     pub retries: u64,
+    /// Requests that made no progress within `request_timeout` (headers or next body chunk).
+    pub timeouts: u64,
+    /// Answers saying the store is overloaded (503 SlowDown, 429).
+    pub throttled: u64,
+    /// Duplicate requests sent for requests slower than the recent 95th percentile, and how
+    /// many of them answered first.
+    pub hedges_fired: u64,
+    pub hedges_won: u64,
+    /// The adaptive (AIMD) cap on GETs in flight now, and the lowest it has been.
+    pub concurrency_limit: u64,
+    pub concurrency_limit_min: u64,
     /// Units fetched and decoded.
     pub units_loaded: u64,
     /// Units loaded again because a later batch needed them after they left the look-ahead.
@@ -136,6 +154,12 @@ impl LoaderStats {
             },
             requests: load(&c.requests),
             retries: load(&c.retries),
+            timeouts: load(&c.timeouts),
+            throttled: load(&c.throttled),
+            hedges_fired: load(&c.hedges_fired),
+            hedges_won: load(&c.hedges_won),
+            concurrency_limit: load(&c.concurrency_limit),
+            concurrency_limit_min: load(&c.concurrency_limit_min),
             units_loaded: load(&c.units_loaded),
             units_reread: load(&c.units_reread),
             bytes_decoded: load(&c.bytes_decoded),

@@ -252,7 +252,7 @@ fn loader_class(e: &shardstream_loader::Error) -> Class {
         E::Fetch { source, .. } => store_class(source),
         // The data moved under the manifest: the fix is rebuilding the manifest.
         E::ShardChanged { .. } => Class::Manifest,
-        E::ShortRead { .. } => Class::Storage,
+        E::ShortRead { .. } | E::Timeout { .. } => Class::Storage,
         E::Decode { .. } => Class::Decode,
         E::ColumnNotFound { .. } => Class::Extra(Extra::ColumnNotFound),
         E::UnsupportedColumn { .. } | E::Config(_) => Class::Extra(Extra::Config),
@@ -265,7 +265,10 @@ fn loader_class(e: &shardstream_loader::Error) -> Class {
 fn index_class(e: &shard_index::Error) -> Class {
     use shard_index::Error as E;
     match e {
-        E::InvalidLocation { .. } | E::Config(_) => Class::Extra(Extra::Config),
+        E::InvalidLocation { .. }
+        | E::Config(_)
+        | E::OverlappingSources { .. }
+        | E::StorageConfig { .. } => Class::Extra(Extra::Config),
         E::MissingCredentials { .. } | E::Storage { .. } => Class::Storage,
         E::PermissionDenied { .. } => Class::Extra(Extra::AccessDenied),
         E::NotFound { .. } | E::EmptySource { .. } => Class::Extra(Extra::NotFound),
@@ -273,7 +276,8 @@ fn index_class(e: &shard_index::Error) -> Class {
         | E::SchemaMismatch { .. }
         | E::InvalidManifest { .. }
         | E::UnsupportedManifestVersion { .. }
-        | E::ManifestCodec { .. } => Class::Manifest,
+        | E::ManifestCodec { .. }
+        | E::PartMismatch { .. } => Class::Manifest,
         E::UnknownFormat { .. }
         | E::MalformedParquet { .. }
         | E::MalformedTar { .. }

@@ -1,5 +1,5 @@
-//! The `shard-index` command line: build, update, inspect, verify and plan manifests; generate
-//! test datasets.
+//! The `shard-index` command line: build, update, merge, inspect, verify and plan manifests;
+//! generate test datasets.
 //!
 //! A thin layer over the library: argument parsing (clap), a progress bar on a terminal
 //! (indicatif; nothing when stderr is a pipe), human or `--json` output, and exit codes (0
@@ -10,9 +10,10 @@
 
 use crate::format::{Compression, FormatChoice, ShardFormat, ShardKind};
 use crate::indexer::{self, BuildSummary, IndexOptions, Reporter};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PartInfo};
+use crate::parts::MergeSummary;
 use crate::runtime::block_on;
-use crate::storage::StorageOptions;
+use crate::storage::{StorageConfig, StorageOptions};
 use crate::synth::{self, SynthConfig};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -39,8 +40,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List a prefix and write a manifest of its shards.
+    /// List prefixes and write a manifest of their shards (or one part of it: --part I/N).
     Build(BuildArgs),
+    /// Combine the partial manifests of `build --part I/N` into the full manifest.
+    Merge(MergeArgs),
     /// Re-list the manifest's sources; re-read only new or changed objects.
     Update(UpdateArgs),
     /// Summarise a manifest.
@@ -111,16 +114,30 @@ struct StoreArgs {
     /// object_store config key=value (e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
     storage_options: Vec<(String, String)>,
+    /// JSON file of per-source storage options (see the README: "Many sources").
+    #[arg(long, value_name = "FILE")]
+    storage_config: Option<PathBuf>,
     /// Objects read at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// LIST requests in flight at once (over sources and their first-level prefixes).
+    #[arg(long, default_value_t = 16)]
+    list_concurrency: usize,
 }
 
 #[derive(Args)]
 struct BuildArgs {
-    /// Dataset location: s3://, gs://, az://, http(s)://, file:// URL or a local path.
-    #[arg(required = true)]
+    /// Dataset locations: s3://, gs://, az://, http(s)://, file:// URLs or local paths, in
+    /// manifest order.
+    #[arg(required_unless_present = "sources_file")]
     source: Vec<String>,
+    /// More sources, one per line (blank lines and `#` comments ignored), after SOURCE....
+    #[arg(long, value_name = "FILE")]
+    sources_file: Option<PathBuf>,
+    /// Index only part I of N (0-based) of the objects, chosen by a hash of their URL, into a
+    /// partial manifest for `merge`.
+    #[arg(long, value_name = "I/N", value_parser = parse_part)]
+    part: Option<PartInfo>,
     /// Where to write the manifest (local path or URL).
     #[arg(short, long)]
     output: String,
@@ -138,6 +155,21 @@ struct BuildArgs {
     skip_bad: bool,
     #[command(flatten)]
     store: StoreArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The partial manifests of every part (any order).
+    #[arg(required = true)]
+    parts: Vec<String>,
+    /// Where to write the merged manifest (local path or URL).
+    #[arg(short, long)]
+    output: String,
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    storage_options: Vec<(String, String)>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -209,6 +241,10 @@ struct GenerateArgs {
     json: bool,
 }
 
+fn parse_part(s: &str) -> std::result::Result<PartInfo, String> {
+    PartInfo::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
@@ -258,6 +294,7 @@ fn run(cli: Cli) -> Result<u8> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Build(a) => build(a, quiet),
+        Command::Merge(a) => merge(a, quiet),
         Command::Update(a) => update(a, quiet),
         Command::Inspect(a) => inspect(a),
         Command::Verify(a) => verify(a, quiet),
@@ -266,13 +303,38 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn options(store: &StoreArgs, skip_bad: bool) -> IndexOptions {
-    IndexOptions {
+fn options(store: &StoreArgs, skip_bad: bool) -> Result<IndexOptions> {
+    let storage_config = match &store.storage_config {
+        Some(path) => StorageConfig::from_file(path)?,
+        None => StorageConfig::default(),
+    };
+    Ok(IndexOptions {
         concurrency: store.concurrency,
+        list_concurrency: store.list_concurrency,
         storage_options: store.storage_options.iter().cloned().collect(),
+        storage_config,
         skip_bad,
         ..IndexOptions::default()
+    })
+}
+
+/// SOURCE... followed by the lines of --sources-file.
+fn read_sources(a: &BuildArgs) -> Result<Vec<String>> {
+    let mut sources = a.source.clone();
+    if let Some(path) = &a.sources_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the sources file {}", path.display()))?;
+        sources.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+        if sources.is_empty() {
+            bail!("the sources file {} names no source", path.display());
+        }
     }
+    Ok(sources)
 }
 
 fn build(a: BuildArgs, quiet: bool) -> Result<u8> {
@@ -280,10 +342,12 @@ fn build(a: BuildArgs, quiet: bool) -> Result<u8> {
         format: a.format,
         include: a.include.clone(),
         exclude: a.exclude.clone(),
-        ..options(&a.store, a.skip_bad)
+        part: a.part,
+        ..options(&a.store, a.skip_bad)?
     };
+    let sources = read_sources(&a)?;
     let bar = Bar::new(quiet || a.json, "indexing");
-    let (manifest, summary) = block_on(indexer::build(&a.source, &opts, &bar))??;
+    let (manifest, summary) = block_on(indexer::build(&sources, &opts, &bar))??;
     manifest
         .write_to(&a.output, &opts.storage_options)
         .with_context(|| format!("writing {}", a.output))?;
@@ -291,7 +355,7 @@ fn build(a: BuildArgs, quiet: bool) -> Result<u8> {
 }
 
 fn update(a: UpdateArgs, quiet: bool) -> Result<u8> {
-    let opts = options(&a.store, a.skip_bad);
+    let opts = options(&a.store, a.skip_bad)?;
     let previous = Manifest::read(&a.manifest, &opts.storage_options)?;
     let bar = Bar::new(quiet || a.json, "updating");
     let (manifest, summary) = block_on(indexer::update(&previous, &opts, &bar))??;
@@ -302,10 +366,50 @@ fn update(a: UpdateArgs, quiet: bool) -> Result<u8> {
     report_build(&summary, output, a.json, quiet)
 }
 
+fn merge(a: MergeArgs, quiet: bool) -> Result<u8> {
+    let opts: StorageOptions = a.storage_options.into_iter().collect();
+    let bar = Bar::new(quiet || a.json, "reading parts");
+    let (manifest, summary) = block_on(crate::parts::merge_files(&a.parts, &opts, &bar))??;
+    manifest
+        .write_to(&a.output, &opts)
+        .with_context(|| format!("writing {}", a.output))?;
+    report_merge(&summary, &a.output, a.json, quiet)
+}
+
+fn report_merge(s: &MergeSummary, output: &str, json: bool, quiet: bool) -> Result<u8> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else if !quiet {
+        println!(
+            "wrote {output}: merged {} parts: {} shards, {} samples, {} from {} sources in {:.2}s",
+            s.parts,
+            s.shards,
+            s.samples,
+            human_bytes(s.bytes),
+            s.sources,
+            s.seconds
+        );
+        for b in &s.bad_sources {
+            println!("skipped source {}: {}", b.source, b.error);
+        }
+        for b in &s.bad {
+            println!("skipped {}: {}", b.path, b.error);
+        }
+        println!("fingerprint {}", s.fingerprint);
+    }
+    Ok(0)
+}
+
 fn report_build(s: &BuildSummary, output: &str, json: bool, quiet: bool) -> Result<u8> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else if !quiet {
+        if let Some(p) = s.part {
+            println!(
+                "part {}/{} (a partial manifest: `shard-index merge` all {} parts)",
+                p.index, p.count, p.count
+            );
+        }
         println!(
             "wrote {output}: {} shards, {} samples, {} in {:.2}s ({:.0} shards/s, {} read)",
             s.shards,
@@ -333,6 +437,9 @@ fn report_build(s: &BuildSummary, output: &str, json: bool, quiet: bool) -> Resu
                 }
             }
         }
+        for b in &s.bad_sources {
+            println!("skipped source {}: {}", b.source, b.error);
+        }
         for b in &s.bad {
             println!("skipped {}: {}", b.path, b.error);
         }
@@ -353,6 +460,12 @@ fn inspect(a: InspectArgs) -> Result<u8> {
         "manifest     {} (format {}, {})",
         r.manifest, r.version, r.builder
     );
+    if let Some(p) = r.part {
+        println!(
+            "part         {}/{} (a partial manifest: merge all parts)",
+            p.index, p.count
+        );
+    }
     for s in &r.sources {
         println!("source       {s}");
     }
@@ -380,7 +493,7 @@ fn inspect(a: InspectArgs) -> Result<u8> {
 }
 
 fn verify(a: VerifyArgs, quiet: bool) -> Result<u8> {
-    let opts = options(&a.store, false);
+    let opts = options(&a.store, false)?;
     let m = Manifest::read(&a.manifest, &opts.storage_options)?;
     let bar = Bar::new(
         quiet || a.json,
@@ -649,8 +762,16 @@ impl Bar {
 }
 
 impl Reporter for Bar {
+    fn listed(&self, objects: u64) {
+        if let Some(b) = &self.0 {
+            // Before `start` the bar counts listed objects (its length is still 0).
+            b.inc(objects);
+            b.set_prefix("listed");
+        }
+    }
     fn start(&self, objects: u64, bytes: u64) {
         if let Some(b) = &self.0 {
+            b.set_position(0);
             b.set_length(objects);
             b.set_prefix(format!("of {}", human_bytes(bytes)));
         }

@@ -120,6 +120,18 @@ pub enum Error {
     #[error("{count} object(s) could not be indexed; first: {first}")]
     BadObjects { count: usize, first: Box<Error> },
 
+    /// Two sources cover the same objects, which would count shards twice.
+    #[error("sources overlap: {inner} lies inside {outer}, so its shards would be counted twice; remove one of them")]
+    OverlappingSources { outer: String, inner: String },
+
+    /// The per-source storage configuration file is unreadable or invalid.
+    #[error("storage config {path}: {reason}")]
+    StorageConfig { path: String, reason: String },
+
+    /// Partial manifests given to `merge` do not belong together (or are not parts at all).
+    #[error("cannot merge {path}: {reason}")]
+    PartMismatch { path: String, reason: String },
+
     /// The planner refused its inputs (batch sizes, topology, weights, resume state).
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),

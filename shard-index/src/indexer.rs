@@ -9,18 +9,28 @@
 //! The result never depends on completion order: rows are sorted by (source, path) and the
 //! schema is taken from the first shard in that order, so `--concurrency 1` and `64` agree
 //! byte for byte.
+//!
+//! Many sources (thousands of buckets and prefixes) are listed concurrently
+//! ([`IndexOptions::list_concurrency`]), each fanned out over its first-level prefixes, with
+//! pages streamed rather than collected, so listing time is not the sum over sources and memory
+//! holds only the objects this build (or this part, see [`crate::parts`]) will read. Sources
+//! that would count a shard twice (one inside another) are refused before anything is listed.
+//! A source that cannot be listed, or lists no shard, fails the build unless
+//! [`IndexOptions::skip_bad`] is set, which records it in [`BuildSummary::bad_sources`].
 
 use crate::error::{Error, Result};
 use crate::format::{is_ignored_name, FormatChoice, ShardFormat, ShardKind};
-use crate::manifest::{Manifest, ShardEntry};
+use crate::manifest::{Manifest, PartInfo, ShardEntry};
+use crate::parts::{display_in, stable_hash, BuildRecord, PartDetail, SourceListing};
 use crate::scan::parquet::FooterHint;
 use crate::scan::{self, ScannedShard};
 use crate::schema::reconcile;
-use crate::storage::{Location, StorageOptions};
-use futures::{StreamExt, TryStreamExt};
+use crate::storage::{canonical_source, is_within, Location, StorageConfig, StorageOptions};
+use futures::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use object_store::ObjectMeta;
-use serde::Serialize;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectMeta, ObjectStore};
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +49,32 @@ pub struct IndexOptions {
     pub skip_bad: bool,
     /// Attempts per object for transient errors (network, throttling).
     pub attempts: u32,
+    /// Per-source options (endpoint, region, credentials per bucket), on top of
+    /// `storage_options`.
+    pub storage_config: StorageConfig,
+    /// Build only this part of the objects (`--part I/N`): a partial manifest for `merge`.
+    pub part: Option<PartInfo>,
+    /// LIST requests in flight at once (sources and their first-level prefixes).
+    pub list_concurrency: usize,
+}
+
+impl IndexOptions {
+    /// The storage options for the source whose canonical URL is `url`.
+    pub fn options_for(&self, url: &str) -> StorageOptions {
+        if self.storage_config.is_empty() {
+            return self.storage_options.clone();
+        }
+        self.storage_config.options_for(url, &self.storage_options)
+    }
+
+    fn record(&self) -> BuildRecord {
+        BuildRecord {
+            format: format!("{:?}", self.format),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            skip_bad: self.skip_bad,
+        }
+    }
 }
 
 impl Default for IndexOptions {
@@ -51,12 +87,17 @@ impl Default for IndexOptions {
             storage_options: StorageOptions::new(),
             skip_bad: false,
             attempts: 3,
+            storage_config: StorageConfig::default(),
+            part: None,
+            list_concurrency: 16,
         }
     }
 }
 
 /// Progress callbacks; the CLI draws a bar from them, libraries and tests ignore them.
 pub trait Reporter: Send + Sync {
+    /// Listing is under way: this many more objects were listed.
+    fn listed(&self, _objects: u64) {}
     /// Listing is done: this many objects and bytes will be read.
     fn start(&self, _objects: u64, _bytes: u64) {}
     /// One object is done (successfully or not); `bytes` is its size.
@@ -69,9 +110,16 @@ pub struct Silent;
 impl Reporter for Silent {}
 
 /// An object that could not be indexed (listed with `--skip-bad`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadObject {
     pub path: String,
+    pub error: String,
+}
+
+/// A source that could not be listed or held no shard (recorded with `--skip-bad`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadSource {
+    pub source: String,
     pub error: String,
 }
 
@@ -87,6 +135,10 @@ pub struct BuildSummary {
     /// Bytes read from the store to describe the shards (footers only, for Parquet).
     pub bytes_read: u64,
     pub bad: Vec<BadObject>,
+    /// Sources skipped with `--skip-bad` (unreachable, denied, or without shards).
+    pub bad_sources: Vec<BadSource>,
+    /// The part this build covers (`--part I/N`); its manifest is partial.
+    pub part: Option<PartInfo>,
     pub seconds: f64,
     pub shards_per_s: f64,
     pub fingerprint: String,
@@ -107,8 +159,14 @@ struct Candidate {
 }
 
 struct Listing {
-    locations: Vec<Location>,
+    /// Root URL of each source, as the manifest records it.
+    roots: Vec<String>,
+    /// The store of each source (`None` for a source skipped as bad).
+    stores: Vec<Option<Arc<dyn ObjectStore>>>,
+    /// The objects this build will read, sorted by (source, path).
     candidates: Vec<Candidate>,
+    listings: Vec<SourceListing>,
+    bad_sources: Vec<BadSource>,
     listed: u64,
     ignored: u64,
 }
@@ -120,6 +178,44 @@ pub async fn build(
     reporter: &dyn Reporter,
 ) -> Result<(Manifest, BuildSummary)> {
     build_with_previous(sources, options, reporter, None).await
+}
+
+/// What listing alone found ([`list`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListSummary {
+    pub sources: usize,
+    pub objects_listed: u64,
+    pub objects_ignored: u64,
+    /// Objects that look like shards, in all parts together.
+    pub candidates: u64,
+    /// Of those, the ones this build (or this part) would read.
+    pub selected: u64,
+    pub bad_sources: Vec<BadSource>,
+    pub seconds: f64,
+}
+
+/// Lists `sources` as [`build`] does (filters, `part`, `skip_bad`, overlap checks) without
+/// reading any object: a dry run, and what the listing benchmark measures.
+pub async fn list(
+    sources: &[String],
+    options: &IndexOptions,
+    reporter: &dyn Reporter,
+) -> Result<ListSummary> {
+    let started = Instant::now();
+    if options.list_concurrency == 0 {
+        return Err(Error::Config("list concurrency must be at least 1".into()));
+    }
+    let filter = Filter::new(options)?;
+    let listing = list_sources(sources, options, &filter, reporter).await?;
+    Ok(ListSummary {
+        sources: sources.len(),
+        objects_listed: listing.listed,
+        objects_ignored: listing.ignored,
+        candidates: listing.listings.iter().map(|l| l.candidates).sum(),
+        selected: listing.candidates.len() as u64,
+        bad_sources: listing.bad_sources,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Re-lists the sources of `previous` and re-reads only new or changed objects.
@@ -142,11 +238,22 @@ async fn build_with_previous(
     if sources.is_empty() {
         return Err(Error::Config("no source given".into()));
     }
-    if options.concurrency == 0 {
+    if options.concurrency == 0 || options.list_concurrency == 0 {
         return Err(Error::Config("concurrency must be at least 1".into()));
     }
+    if previous.is_some() && options.part.is_some() {
+        return Err(Error::Config(
+            "update cannot build a part: update the merged manifest instead".into(),
+        ));
+    }
+    if let Some(p) = previous.and_then(|p| p.meta.part) {
+        return Err(Error::Config(format!(
+            "the manifest is part {}/{} of a partitioned build: merge the parts, then update the result",
+            p.index, p.count
+        )));
+    }
     let filter = Filter::new(options)?;
-    let listing = list_sources(sources, options, &filter).await?;
+    let listing = list_sources(sources, options, &filter, reporter).await?;
 
     // Split into objects we can reuse from the previous manifest and objects to read.
     let listed: HashSet<(u32, String)> = listing
@@ -185,7 +292,7 @@ async fn build_with_previous(
 
     let total_bytes = to_read.iter().map(|c| c.meta.size).sum();
     reporter.start(to_read.len() as u64, total_bytes);
-    let (scanned, mut bad) = scan_all(&listing.locations, to_read, options, reporter).await?;
+    let (scanned, mut bad) = scan_all(&listing.stores, to_read, options, reporter).await?;
     reporter.finish();
 
     let bytes_read = scanned.iter().map(|s| s.bytes_read).sum();
@@ -198,9 +305,10 @@ async fn build_with_previous(
     shards.extend(reused.into_iter().map(|e| (e, None)));
     shards.sort_by(|a, b| (a.0.source, &a.0.path).cmp(&(b.0.source, &b.0.path)));
 
+    let roots = &listing.roots;
     let displays: Vec<String> = shards
         .iter()
-        .map(|(e, _)| listing.locations[e.source as usize].display(&e.path))
+        .map(|(e, _)| display_in(&roots[e.source as usize], &e.path))
         .collect();
     let (schema, rejected) = reconcile(
         &shards,
@@ -208,23 +316,52 @@ async fn build_with_previous(
         previous_schema.as_ref(),
         options.skip_bad,
     )?;
-    for i in rejected.iter().rev() {
-        let (e, _) = shards.remove(i.0);
-        bad.push(BadObject {
-            path: listing.locations[e.source as usize].display(&e.path),
-            error: i.1.clone(),
-        });
+    // A part keeps the shards that its own reconciliation would reject: whether they are
+    // rejected depends on shards in other parts, so `merge` decides, over all of them at once.
+    // (Without `skip_bad` a conflict within a part is a conflict of the whole dataset, so
+    // failing here is what the single build would do, only sooner.)
+    if options.part.is_none() {
+        for i in rejected.iter().rev() {
+            let (e, _) = shards.remove(i.0);
+            bad.push(BadObject {
+                path: display_in(&roots[e.source as usize], &e.path),
+                error: i.1.clone(),
+            });
+        }
     }
     bad.sort_by(|a, b| a.path.cmp(&b.path));
-    if shards.is_empty() {
+    let nothing_listed = listing.listings.iter().all(|l| l.candidates == 0);
+    if shards.is_empty() && (options.part.is_none() || nothing_listed) {
         return Err(Error::EmptySource {
-            location: sources.join(", "),
+            location: describe_sources(sources),
             filter: filter.describe(),
         });
     }
+    let part_detail = match options.part {
+        Some(_) => {
+            let (schemas, schema_runs) = PartDetail::encode_schemas(
+                shards
+                    .iter()
+                    .map(|(_, s)| s.clone().expect("a part reads every shard")),
+            );
+            Some(Box::new(PartDetail {
+                options: options.record(),
+                listings: listing.listings.clone(),
+                bad_sources: listing.bad_sources.clone(),
+                bad_objects: bad.clone(),
+                schemas,
+                schema_runs,
+                objects_listed: listing.listed,
+                objects_ignored: listing.ignored,
+                bytes_read,
+            }))
+        }
+        None => None,
+    };
     let entries: Vec<ShardEntry> = shards.into_iter().map(|(e, _)| e).collect();
-    let urls = listing.locations.iter().map(|l| l.url.clone()).collect();
-    let manifest = Manifest::from_entries(urls, schema, entries, None)?;
+    let mut manifest =
+        Manifest::from_entries(listing.roots.clone(), schema, entries, options.part)?;
+    manifest.meta.part_detail = part_detail;
     let seconds = started.elapsed().as_secs_f64();
     let summary = BuildSummary {
         sources: sources.len(),
@@ -235,6 +372,8 @@ async fn build_with_previous(
         bytes: manifest.meta.totals.bytes,
         bytes_read,
         bad,
+        bad_sources: listing.bad_sources,
+        part: options.part,
         seconds,
         shards_per_s: manifest.meta.totals.shards as f64 / seconds.max(1e-9),
         fingerprint: manifest.meta.fingerprint.clone(),
@@ -319,55 +458,185 @@ impl Filter {
     }
 }
 
+/// Names the sources in a message: all of a few, the first of many.
+pub(crate) fn describe_sources(sources: &[String]) -> String {
+    match sources {
+        [] => String::new(),
+        [one] => one.clone(),
+        [a, b] => format!("{a}, {b}"),
+        [first, rest @ ..] => format!("{first} and {} more sources", rest.len()),
+    }
+}
+
+/// Refuses sources of which one lies inside another (or is given twice), by canonical URL:
+/// they would list the same objects, and the dataset would count those shards twice.
+fn check_overlaps(sources: &[String]) -> Result<()> {
+    let urls = sources
+        .iter()
+        .map(|s| canonical_source(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, u) in urls.iter().enumerate() {
+        if let Some(&j) = seen.get(u.as_str()) {
+            return Err(Error::OverlappingSources {
+                outer: sources[j].clone(),
+                inner: sources[i].clone(),
+            });
+        }
+        seen.insert(u, i);
+    }
+    // Walk each URL's ancestors: O(total path segments), fine for thousands of sources.
+    for (i, u) in urls.iter().enumerate() {
+        let mut cut = u.len();
+        while let Some(slash) = u[..cut].rfind('/') {
+            let ancestor = &u[..slash];
+            if ancestor.ends_with('/') || !ancestor.contains("://") {
+                break; // reached "scheme://" or "file://"
+            }
+            if let Some(&j) = seen.get(ancestor) {
+                debug_assert!(is_within(u, ancestor));
+                return Err(Error::OverlappingSources {
+                    outer: sources[j].clone(),
+                    inner: sources[i].clone(),
+                });
+            }
+            cut = slash;
+        }
+    }
+    Ok(())
+}
+
+/// What listing one source (or one of its prefixes) found; partial results add up.
+#[derive(Default)]
+struct Found {
+    candidates: Vec<Candidate>,
+    listing: SourceListing,
+    listed: u64,
+    ignored: u64,
+}
+
+impl Found {
+    fn add(&mut self, other: Found) {
+        self.candidates.extend(other.candidates);
+        self.listing.candidates += other.listing.candidates;
+        self.listing.digest = self.listing.digest.wrapping_add(other.listing.digest);
+        self.listed += other.listed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// Files one listed object: ignored, another part's, or a candidate of this build.
+struct Sorter<'a> {
+    source: u32,
+    root: &'a Location,
+    filter: &'a Filter,
+    part: Option<PartInfo>,
+}
+
+impl Sorter<'_> {
+    fn take(&self, found: &mut Found, meta: ObjectMeta) {
+        found.listed += 1;
+        let relative = self.root.relative(&meta.location).to_string();
+        let Some(kind) = self.filter.kind_of(&relative) else {
+            found.ignored += 1;
+            return;
+        };
+        // Every part sees every candidate: the digest lets `merge` check the parts agree.
+        let mut id = Vec::with_capacity(relative.len() + 48);
+        id.extend_from_slice(relative.as_bytes());
+        id.push(0);
+        id.extend_from_slice(&meta.size.to_le_bytes());
+        match &meta.e_tag {
+            Some(etag) => id.extend_from_slice(etag.as_bytes()),
+            None => id.extend_from_slice(&meta.last_modified.timestamp_millis().to_le_bytes()),
+        }
+        found.listing.candidates += 1;
+        found.listing.digest = found.listing.digest.wrapping_add(stable_hash(&id));
+        let display = self.root.display(&relative);
+        if self.part.is_some_and(|p| !p.selects(&display)) {
+            return;
+        }
+        found.candidates.push(Candidate {
+            source: self.source,
+            display,
+            relative,
+            meta,
+            kind,
+        });
+    }
+}
+
+/// Lists every source, `options.list_concurrency` LIST requests at a time.
 async fn list_sources(
     sources: &[String],
     options: &IndexOptions,
     filter: &Filter,
+    reporter: &dyn Reporter,
 ) -> Result<Listing> {
+    check_overlaps(sources)?;
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(options.list_concurrency));
+    let mut results: Vec<(usize, Result<(Location, Found)>)> =
+        futures::stream::iter(sources.iter().enumerate().map(|(i, raw)| {
+            let semaphore = semaphore.clone();
+            async move {
+                let r = list_source(i as u32, raw, options, filter, &semaphore, reporter).await;
+                (i, r)
+            }
+        }))
+        .buffer_unordered(options.list_concurrency)
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _)| *i);
     let mut listing = Listing {
-        locations: Vec::new(),
+        roots: Vec::with_capacity(sources.len()),
+        stores: Vec::with_capacity(sources.len()),
         candidates: Vec::new(),
+        listings: Vec::with_capacity(sources.len()),
+        bad_sources: Vec::new(),
         listed: 0,
         ignored: 0,
     };
-    for (source, raw) in sources.iter().enumerate() {
-        let mut loc = Location::open(raw, &options.storage_options)?;
-        let prefix = (!loc.prefix.as_ref().is_empty()).then_some(&loc.prefix);
-        let mut objects: Vec<ObjectMeta> = loc
-            .store
-            .list(prefix)
-            .map_err(|e| Error::storage(loc.url.clone(), e))
-            .try_collect()
-            .await
-            .or_else(|e| match e {
-                // A local prefix that does not exist lists as "not found": treat it as empty and
-                // let the single-object / empty-source logic below explain.
-                Error::NotFound { .. } => Ok(Vec::new()),
-                e => Err(e),
-            })?;
-        if objects.is_empty() && !loc.prefix.as_ref().is_empty() {
-            // The source may name one object rather than a prefix.
-            if let Ok(meta) = scan::head(loc.store.as_ref(), &loc.prefix, &loc.url).await {
-                loc = loc.parent();
-                objects.push(meta);
+    for (i, result) in results {
+        let raw = &sources[i];
+        let failure = match result {
+            Ok((loc, found)) if found.listing.candidates > 0 => {
+                listing.roots.push(loc.url.clone());
+                listing.stores.push(Some(loc.store.clone()));
+                listing.listings.push(found.listing);
+                listing.listed += found.listed;
+                listing.ignored += found.ignored;
+                listing.candidates.extend(found.candidates);
+                continue;
             }
-        }
-        listing.listed += objects.len() as u64;
-        let index = source as u32;
-        for meta in objects {
-            let relative = loc.relative(&meta.location).to_string();
-            match filter.kind_of(&relative) {
-                Some(kind) => listing.candidates.push(Candidate {
-                    source: index,
-                    display: loc.display(&relative),
-                    relative,
-                    meta,
-                    kind,
-                }),
-                None => listing.ignored += 1,
+            Ok((loc, found)) => {
+                let empty = Error::EmptySource {
+                    location: loc.url.clone(),
+                    filter: filter.describe(),
+                };
+                listing.listed += found.listed;
+                listing.ignored += found.ignored;
+                (loc.url, empty)
             }
+            // A malformed URL or option is a mistake in the command, never something to skip.
+            Err(e @ (Error::Config(_) | Error::InvalidLocation { .. })) => return Err(e),
+            Err(e) => (canonical_source(raw)?, e),
+        };
+        let (url, error) = failure;
+        if !options.skip_bad {
+            // The error keeps its own type (permission, not found, storage...) and names the
+            // source's URL; `--skip-bad` is the way past it.
+            return Err(error);
         }
-        listing.locations.push(loc);
+        listing.bad_sources.push(BadSource {
+            source: url.clone(),
+            error: error.to_string(),
+        });
+        listing.roots.push(url);
+        listing.stores.push(None);
+        listing.listings.push(SourceListing {
+            candidates: 0,
+            digest: 0,
+        });
     }
     // Deterministic work order (and so deterministic "first error" at concurrency 1).
     listing
@@ -376,17 +645,120 @@ async fn list_sources(
     Ok(listing)
 }
 
+/// Lists one source: the objects directly under its root and, concurrently, each first-level
+/// prefix (object stores list one prefix sequentially, a page of 1,000 keys per request, so
+/// fanning out is what makes one large source list in parallel). A source naming one object
+/// becomes that object under its parent.
+async fn list_source(
+    index: u32,
+    raw: &str,
+    options: &IndexOptions,
+    filter: &Filter,
+    semaphore: &tokio::sync::Semaphore,
+    reporter: &dyn Reporter,
+) -> Result<(Location, Found)> {
+    let url = canonical_source(raw)?;
+    let loc = Location::open(raw, &options.options_for(&url))?;
+    let store = loc.store.clone();
+    let root = (!loc.prefix.as_ref().is_empty()).then(|| loc.prefix.clone());
+    let sorter = Sorter {
+        source: index,
+        root: &loc,
+        filter,
+        part: options.part,
+    };
+    let mut found = Found::default();
+    let top = {
+        let _permit = semaphore.acquire().await.expect("never closed");
+        store.list_with_delimiter(root.as_ref()).await
+    };
+    let prefixes = match top {
+        Ok(top) => {
+            for meta in top.objects {
+                sorter.take(&mut found, meta);
+            }
+            top.common_prefixes
+        }
+        Err(e) => {
+            // A local path that does not exist, or is a file, does not list: let the
+            // single-object and empty-source logic below explain.
+            let missing = matches!(e, object_store::Error::NotFound { .. });
+            let is_object = match &root {
+                Some(r) if !missing => scan::head(store.as_ref(), r, &loc.url).await.is_ok(),
+                _ => false,
+            };
+            if !missing && !is_object {
+                return Err(Error::storage(loc.url.clone(), e));
+            }
+            Vec::new()
+        }
+    };
+    reporter.listed(found.listed);
+    let mut subs = futures::stream::iter(prefixes.into_iter().map(|prefix| {
+        let store = store.clone();
+        let sorter = &sorter;
+        async move { list_prefix(store.as_ref(), &prefix, sorter, semaphore, reporter).await }
+    }))
+    .buffer_unordered(8);
+    while let Some(sub) = subs.next().await {
+        found.add(sub.map_err(|e| Error::storage(loc.url.clone(), e))?);
+    }
+    drop(subs);
+    if found.listed == 0 {
+        if let Some(root) = &root {
+            // The source may name one object rather than a prefix.
+            if let Ok(meta) = scan::head(store.as_ref(), root, &loc.url).await {
+                let parent = loc.parent();
+                let sorter = Sorter {
+                    source: index,
+                    root: &parent,
+                    filter,
+                    part: options.part,
+                };
+                sorter.take(&mut found, meta);
+                return Ok((parent, found));
+            }
+        }
+    }
+    Ok((loc, found))
+}
+
+/// Lists everything under `prefix`, page by page, keeping only what `sorter` keeps.
+async fn list_prefix(
+    store: &dyn ObjectStore,
+    prefix: &StorePath,
+    sorter: &Sorter<'_>,
+    semaphore: &tokio::sync::Semaphore,
+    reporter: &dyn Reporter,
+) -> std::result::Result<Found, object_store::Error> {
+    let _permit = semaphore.acquire().await.expect("never closed");
+    let mut found = Found::default();
+    let mut pages = store.list(Some(prefix));
+    let mut since_report = 0u64;
+    while let Some(meta) = pages.next().await {
+        sorter.take(&mut found, meta?);
+        since_report += 1;
+        if since_report == 1000 {
+            reporter.listed(since_report);
+            since_report = 0;
+        }
+    }
+    reporter.listed(since_report);
+    Ok(found)
+}
+
 async fn scan_all(
-    locations: &[Location],
+    stores: &[Option<Arc<dyn ObjectStore>>],
     candidates: Vec<Candidate>,
     options: &IndexOptions,
     reporter: &dyn Reporter,
 ) -> Result<(Vec<ScannedShard>, Vec<BadObject>)> {
-    let stores: Vec<_> = locations.iter().map(|l| l.store.clone()).collect();
     let attempts = options.attempts.max(1);
     let hint = Arc::new(FooterHint::new());
     let mut results = futures::stream::iter(candidates.into_iter().map(|c| {
-        let store = stores[c.source as usize].clone();
+        let store = stores[c.source as usize]
+            .clone()
+            .expect("candidates come from listed sources");
         let size = c.meta.size;
         let display = c.display.clone();
         let hint = hint.clone();
@@ -472,7 +844,7 @@ pub async fn verify(
     let started = Instant::now();
     let mut locations = Vec::new();
     for s in &manifest.meta.sources {
-        locations.push(Location::open(s, &options.storage_options)?);
+        locations.push(Location::open(s, &options.options_for(s))?);
     }
     let total: u64 = manifest.sizes().iter().sum();
     reporter.start(manifest.len() as u64, total);

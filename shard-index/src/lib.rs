@@ -8,6 +8,7 @@
 //! - [`schema`] reconciles shard schemas into one dataset schema.
 //! - [`indexer`] lists sources and builds, updates and verifies manifests concurrently.
 //! - [`manifest`] is the on-disk contract: a deterministic, versioned Parquet file.
+//! - [`parts`] splits a build into N independent parts (`--part I/N`) and merges them.
 //! - [`plan`] turns manifests, seed, epoch and topology into every consumer's sample order.
 //! - [`deep`] decodes whole shards for `verify --deep`.
 //! - [`synth`] generates datasets with known contents for tests, demos and benchmarks.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod format;
 pub mod indexer;
 pub mod manifest;
+pub mod parts;
 pub mod plan;
 pub mod runtime;
 pub mod scan;
@@ -36,4 +38,4 @@ pub use error::{Error, Result};
 pub use format::{Compression, FormatChoice, ShardFormat, ShardKind};
 pub use indexer::{build, update, verify, BuildSummary, IndexOptions, Reporter, Silent};
 pub use manifest::{Manifest, ManifestMeta, RowGroup, ShardEntry};
-pub use storage::{Location, StorageOptions};
+pub use storage::{Location, StorageConfig, StorageOptions};

@@ -4,6 +4,10 @@
 //! (`AWS_*`, `GOOGLE_*`, `AZURE_*`) overlaid with explicit `storage_options` (object_store's own
 //! config keys, e.g. `aws_endpoint`, `allow_http`).
 //!
+//! A dataset spread over many buckets needs different options per bucket (endpoint, region,
+//! credentials): [`StorageConfig`] maps source URLs, URL prefixes or globs to options, read from
+//! a JSON file because flags do not scale to thousands of buckets.
+//!
 //! One deliberate difference from object_store's defaults: when no credentials are configured
 //! for a cloud store we fail at once with [`Error::MissingCredentials`] instead of letting the
 //! client probe the cloud's instance-metadata endpoint. Off the cloud that probe hangs for
@@ -167,6 +171,146 @@ impl Location {
         } else {
             format!("{}/{}", self.url.trim_end_matches('/'), relative)
         }
+    }
+}
+
+/// The canonical URL of a source as manifests record it (`file:///abs/dir`, `s3://b/p`, no
+/// trailing slash), without opening a store.
+pub fn canonical_source(location: &str) -> Result<String> {
+    Ok(canonical_url(&to_url(location)?))
+}
+
+/// Per-source storage options, from a JSON file (`--storage-config`):
+///
+/// ```json
+/// {
+///   "defaults": {"aws_region": "us-east-1"},
+///   "sources": [
+///     {"match": "s3://eu-*", "options": {"aws_region": "eu-west-1"}},
+///     {"match": "s3://lab-bucket/raw", "options": {"aws_endpoint": "https://s3.lab.example"}}
+///   ]
+/// }
+/// ```
+///
+/// A source's options are the `--storage-option`s, overlaid with `defaults`, overlaid with every
+/// entry of `sources` that matches its canonical URL, in file order (later entries win). A
+/// `match` with a glob character (`*?[{`) is a glob over the whole URL (`*` also crosses `/`);
+/// otherwise it is a URL prefix that matches whole path segments (`s3://b/raw` matches
+/// `s3://b/raw` and `s3://b/raw/x`, not `s3://b/raw2`). Local paths are made absolute `file://`
+/// URLs first. File order rather than "most specific wins" so that what applies is obvious
+/// from reading the file top to bottom.
+#[derive(Debug, Clone, Default)]
+pub struct StorageConfig {
+    pub defaults: StorageOptions,
+    pub rules: Vec<SourceRule>,
+}
+
+/// One entry of [`StorageConfig`]: options for sources matching `pattern`.
+#[derive(Debug, Clone)]
+pub struct SourceRule {
+    pub pattern: String,
+    pub options: StorageOptions,
+    matcher: RuleMatcher,
+}
+
+#[derive(Debug, Clone)]
+enum RuleMatcher {
+    Glob(globset::GlobMatcher),
+    Prefix(String),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    defaults: StorageOptions,
+    #[serde(default)]
+    sources: Vec<RuleFile>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(rename = "match")]
+    pattern: String,
+    #[serde(default)]
+    options: StorageOptions,
+}
+
+impl StorageConfig {
+    /// Reads a JSON configuration file (local path).
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Parses a JSON configuration; `display` names it in errors.
+    pub fn from_json(text: &str, display: &str) -> Result<Self> {
+        let bad = |reason: String| Error::StorageConfig {
+            path: display.into(),
+            reason,
+        };
+        let file: ConfigFile = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut config = Self {
+            defaults: file.defaults,
+            rules: Vec::with_capacity(file.sources.len()),
+        };
+        for (i, r) in file.sources.into_iter().enumerate() {
+            config
+                .add_rule(&r.pattern, r.options)
+                .map_err(|e| bad(format!("sources[{i}]: {e}")))?;
+        }
+        Ok(config)
+    }
+
+    /// Appends a rule (later rules override earlier ones).
+    pub fn add_rule(&mut self, pattern: &str, options: StorageOptions) -> Result<()> {
+        let matcher = if pattern.contains(['*', '?', '[', '{']) {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| Error::Config(format!("bad glob {pattern:?}: {e}")))?;
+            RuleMatcher::Glob(glob.compile_matcher())
+        } else {
+            RuleMatcher::Prefix(canonical_source(pattern)?)
+        };
+        self.rules.push(SourceRule {
+            pattern: pattern.into(),
+            options,
+            matcher,
+        });
+        Ok(())
+    }
+
+    /// The options for the source with canonical URL `url`, on top of `base`.
+    pub fn options_for(&self, url: &str, base: &StorageOptions) -> StorageOptions {
+        let mut out = base.clone();
+        out.extend(self.defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for rule in self.rules.iter().filter(|r| r.matches(url)) {
+            out.extend(rule.options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defaults.is_empty() && self.rules.is_empty()
+    }
+}
+
+impl SourceRule {
+    fn matches(&self, url: &str) -> bool {
+        match &self.matcher {
+            RuleMatcher::Glob(g) => g.is_match(url),
+            RuleMatcher::Prefix(p) => is_within(url, p),
+        }
+    }
+}
+
+/// Whether `url` is `root` or lies below it, by whole path segments.
+pub fn is_within(url: &str, root: &str) -> bool {
+    match url.strip_prefix(root) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || root.ends_with('/'),
+        None => false,
     }
 }
 
@@ -413,6 +557,57 @@ mod tests {
         let err = Location::open("s3://bucket/prefix", &StorageOptions::new()).unwrap_err();
         assert!(matches!(err, Error::MissingCredentials { .. }), "{err}");
         assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"));
+    }
+
+    #[test]
+    fn storage_config_layers_defaults_and_rules_in_file_order() {
+        let config = StorageConfig::from_json(
+            r#"{"defaults": {"aws_region": "us-east-1", "max_retries": "3"},
+                "sources": [
+                  {"match": "s3://eu-*", "options": {"aws_region": "eu-west-1"}},
+                  {"match": "s3://eu-special/raw", "options": {"aws_endpoint": "http://x"}},
+                  {"match": "s3://eu-special/raw", "options": {"aws_region": "eu-north-1"}}
+                ]}"#,
+            "cfg.json",
+        )
+        .unwrap();
+        let mut base = StorageOptions::new();
+        base.insert("aws_region".into(), "ap-south-1".into());
+        base.insert("allow_http".into(), "true".into());
+        let o = config.options_for("s3://us-bucket/data", &base);
+        assert_eq!(o["aws_region"], "us-east-1");
+        assert_eq!(o["allow_http"], "true");
+        let o = config.options_for("s3://eu-1/data", &base);
+        assert_eq!(o["aws_region"], "eu-west-1");
+        assert!(!o.contains_key("aws_endpoint"));
+        let o = config.options_for("s3://eu-special/raw/part", &base);
+        assert_eq!(o["aws_region"], "eu-north-1");
+        assert_eq!(o["aws_endpoint"], "http://x");
+        // Prefixes match whole segments only.
+        let o = config.options_for("s3://eu-special/raw2", &base);
+        assert!(!o.contains_key("aws_endpoint"));
+    }
+
+    #[test]
+    fn storage_config_errors_name_the_file() {
+        let err = StorageConfig::from_json(r#"{"source": []}"#, "bad.json").unwrap_err();
+        assert!(matches!(err, Error::StorageConfig { .. }), "{err}");
+        assert!(err.to_string().contains("bad.json"), "{err}");
+        let err = StorageConfig::from_json(
+            r#"{"sources": [{"match": "s3://a/[", "options": {}}]}"#,
+            "g",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sources[0]"), "{err}");
+    }
+
+    #[test]
+    fn within_is_by_segment() {
+        assert!(is_within("s3://b/a", "s3://b/a"));
+        assert!(is_within("s3://b/a/c", "s3://b/a"));
+        assert!(!is_within("s3://b/ab", "s3://b/a"));
+        assert!(is_within("s3://b/x", "s3://b"));
+        assert!(!is_within("s3://bc/x", "s3://b"));
     }
 
     #[test]

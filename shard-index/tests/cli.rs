@@ -462,3 +462,77 @@ fn plan_dump_delivers_every_sample_exactly_once() {
     let out = run(&["plan", s(&m), "--batch-size", "4", "--weights", "1,2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--weights needs 1"));
 }
+
+#[test]
+fn sources_file_parts_and_merge_reproduce_the_single_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    generate(&a, "jsonl", 300, 7);
+    generate(&b, "jsonl", 200, 4);
+    let list = tmp.path().join("sources.txt");
+    std::fs::write(
+        &list,
+        format!("# two sources\n{}\n\n  {}  \n", s(&a), s(&b)),
+    )
+    .unwrap();
+    let config = tmp.path().join("storage.json");
+    std::fs::write(
+        &config,
+        r#"{"defaults": {}, "sources": [{"match": "s3://elsewhere-*", "options": {"aws_region": "eu-west-1"}}]}"#,
+    )
+    .unwrap();
+    let single = tmp.path().join("single.parquet");
+    let summary = ok_json(&[
+        "build",
+        "--sources-file",
+        s(&list),
+        "--storage-config",
+        s(&config),
+        "-o",
+        s(&single),
+        "--json",
+    ]);
+    assert_eq!(summary["sources"], 2);
+    assert_eq!(summary["shards"], 11);
+    let mut parts = Vec::new();
+    for i in 0..3 {
+        let p = tmp.path().join(format!("part-{i}.parquet"));
+        let summary = ok_json(&[
+            "build",
+            "--sources-file",
+            s(&list),
+            "--part",
+            &format!("{i}/3"),
+            "-o",
+            s(&p),
+            "--json",
+        ]);
+        assert_eq!(summary["part"]["count"], 3);
+        parts.push(p);
+    }
+    let inspect = ok_json(&["inspect", s(&parts[0]), "--json"]);
+    assert_eq!(inspect["part"]["index"], 0);
+    let merged = tmp.path().join("merged.parquet");
+    let mut args = vec!["merge"];
+    args.extend(parts.iter().rev().map(|p| s(p)));
+    args.extend(["-o", s(&merged), "--json"]);
+    let summary = ok_json(&args);
+    assert_eq!(summary["parts"], 3);
+    assert_eq!(summary["shards"], 11);
+    assert_eq!(
+        std::fs::read(&single).unwrap(),
+        std::fs::read(&merged).unwrap()
+    );
+    // A missing part is refused, with no output written.
+    let out = tmp.path().join("out").join("m.parquet");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    assert_fails_without_output(
+        &["merge", s(&parts[0]), s(&parts[2]), "-o", s(&out)],
+        &out,
+        "parts [1] of 3 are missing",
+    );
+    let bad_part = run(&["build", s(&a), "--part", "3/3", "-o", s(&out)]);
+    assert!(!bad_part.status.success());
+    assert!(String::from_utf8_lossy(&bad_part.stderr).contains("0 <= I < N"));
+}

@@ -66,6 +66,9 @@ struct ReadArgs {
     storage_options: Vec<(String, String)>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Decode PLAIN Parquet numbers with arrow-rs's reader too (to measure the fast path).
+    #[arg(long)]
+    no_fast_path: bool,
     #[arg(long)]
     json: bool,
 }
@@ -234,6 +237,7 @@ fn read(a: ReadArgs) -> Result<()> {
     if let Some(p) = a.prefetch_bytes {
         config = config.with_prefetch_bytes(p);
     }
+    config.plain_fast_path = !a.no_fast_path;
     let cache_dir = tmp.path().join("cache");
     if !a.no_cache {
         config = config.with_cache_dir(a.cache_dir.clone().unwrap_or(cache_dir));
@@ -242,10 +246,15 @@ fn read(a: ReadArgs) -> Result<()> {
     let start = Instant::now();
     let mut loader = Loader::new(config)?;
     let mut ttfb = None;
+    let mut first_batch_fetched = 0;
     let (mut batches, mut samples, mut bytes) = (0u64, 0u64, 0u64);
-    for batch in loader.iter() {
+    while let Some(batch) = loader.next_batch() {
         let batch = batch?;
-        ttfb.get_or_insert_with(|| start.elapsed().as_secs_f64());
+        if ttfb.is_none() {
+            ttfb = Some(start.elapsed().as_secs_f64());
+            let s = loader.stats();
+            first_batch_fetched = s.bytes_fetched + s.bytes_from_cache;
+        }
         batches += 1;
         samples += batch.padded.iter().filter(|p| !**p).count() as u64;
         bytes += payload_bytes(&batch);
@@ -261,6 +270,8 @@ fn read(a: ReadArgs) -> Result<()> {
         "source": source,
         "cache": if a.no_cache { "none".to_string() } else { "disk (cold)".to_string() },
         "batch_size": a.batch_size,
+        "fast_path": !a.no_fast_path,
+        "first_batch_fetched_mb": mb(first_batch_fetched),
         "batches": batches,
         "samples": samples,
         "seconds": secs,

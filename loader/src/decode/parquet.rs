@@ -12,7 +12,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::ArrayRef;
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Schema, SchemaRef};
 use bytes::{Buf, Bytes};
@@ -24,7 +24,8 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 
-use super::{check_rows, error};
+use super::plain::{self, Declined, PlainLeaf};
+use super::{check_rows, error, DecodedUnit, UnitColumn};
 use crate::{Error, Result};
 
 /// Bytes read from the end of a shard on the first footer read.
@@ -83,16 +84,25 @@ pub fn parse_tail(tail: &[u8], file_size: u64, url: &str) -> Result<Tail> {
 #[derive(Debug, Clone)]
 pub struct ShardFooter {
     reader_meta: ArrowReaderMetadata,
-    mask: ProjectionMask,
+    /// File root column of each output column.
+    roots: Vec<usize>,
     /// Parquet leaf columns of the projected roots.
     leaves: Vec<usize>,
+    /// Per output column: its fast-path description, when it qualifies (see [`plain`]).
+    plain: Vec<Option<PlainLeaf>>,
     /// Output schema: the projected columns, in the loader's order, with the file's types.
     schema: SchemaRef,
 }
 
 impl ShardFooter {
-    /// Projects `metadata` to `columns` (the loader's output order).
-    pub fn new(metadata: ParquetMetaData, columns: &[String], url: &str) -> Result<ShardFooter> {
+    /// Projects `metadata` to `columns` (the loader's output order). `fast_path`: decode the
+    /// columns that qualify with [`plain`] instead of the Arrow reader.
+    pub fn new(
+        metadata: ParquetMetaData,
+        columns: &[String],
+        fast_path: bool,
+        url: &str,
+    ) -> Result<ShardFooter> {
         let reader_meta = super::guarded(url, || {
             ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
                 .map_err(|e| error(url, format!("bad schema: {e}")))
@@ -115,16 +125,36 @@ impl ShardFooter {
             fields.push(f.clone());
         }
         let descr = reader_meta.metadata().file_metadata().schema_descr();
-        let leaves = (0..descr.num_columns())
+        let leaves: Vec<usize> = (0..descr.num_columns())
             .filter(|&leaf| roots.contains(&descr.get_column_root_idx(leaf)))
             .collect();
-        let mask = ProjectionMask::roots(descr, roots.iter().copied());
+        let plain = roots
+            .iter()
+            .zip(&fields)
+            .map(|(&root, field)| {
+                let mut own = leaves
+                    .iter()
+                    .filter(|&&leaf| descr.get_column_root_idx(leaf) == root);
+                match (own.next(), own.next()) {
+                    (Some(&leaf), None) if fast_path => {
+                        PlainLeaf::for_column(field.data_type(), leaf, &descr.column(leaf))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         Ok(ShardFooter {
             reader_meta,
-            mask,
+            roots,
             leaves,
+            plain,
             schema: Arc::new(Schema::new(fields)),
         })
+    }
+
+    /// How many output columns take the fast path (for tests and stats).
+    pub fn fast_path_columns(&self) -> usize {
+        self.plain.iter().flatten().count()
     }
 
     pub fn num_row_groups(&self) -> usize {
@@ -165,15 +195,16 @@ pub fn coalesce(ranges: &mut Vec<Range<u64>>, gap: u64) {
     *ranges = out;
 }
 
-/// The fetched pieces of one file, addressed by file offset.
+/// The fetched pieces of one file, addressed by file offset (cheap to clone).
+#[derive(Clone)]
 struct Pieces {
     file_size: u64,
-    parts: Vec<(u64, Bytes)>,
+    parts: Arc<[(u64, Bytes)]>,
 }
 
 impl Pieces {
     fn slice(&self, start: u64, len: Option<usize>) -> parquet::errors::Result<Bytes> {
-        for (offset, bytes) in &self.parts {
+        for (offset, bytes) in self.parts.iter() {
             let end = offset + bytes.len() as u64;
             if start >= *offset && start < end.max(offset + 1) {
                 let from = (start - offset) as usize;
@@ -212,7 +243,8 @@ impl ChunkReader for Pieces {
 }
 
 /// Decodes row group `rg` of a shard from `parts` (file offset, bytes), which must cover
-/// [`ShardFooter::ranges`]. The batch has the footer's output schema.
+/// [`ShardFooter::ranges`], into the footer's output columns: the fast-path ones by [`plain`],
+/// the others (and fast-path chunks that turn out not to qualify) by the Arrow reader.
 pub fn decode_row_group(
     footer: &ShardFooter,
     rg: usize,
@@ -220,7 +252,7 @@ pub fn decode_row_group(
     file_size: u64,
     url: &str,
     expected_rows: u64,
-) -> Result<RecordBatch> {
+) -> Result<DecodedUnit> {
     if rg >= footer.num_row_groups() {
         return Err(error(
             url,
@@ -232,16 +264,73 @@ pub fn decode_row_group(
         ));
     }
     check_rows(url, footer.row_group_rows(rg) as usize, expected_rows)?;
-    let rows = usize::try_from(expected_rows).unwrap_or(usize::MAX).max(1);
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-        Pieces { file_size, parts },
-        footer.reader_meta.clone(),
-    )
-    .with_row_groups(vec![rg])
-    .with_projection(footer.mask.clone())
-    .with_batch_size(rows)
-    .build()
-    .map_err(|e| error(url, format!("row group {rg}: {e}")))?;
+    let stored_bytes = parts.iter().map(|(_, b)| b.len() as u64).sum();
+    let pieces = Pieces {
+        file_size,
+        parts: parts.into(),
+    };
+    let rows = usize::try_from(expected_rows).unwrap_or(usize::MAX);
+    let meta = footer.reader_meta.metadata().row_group(rg);
+    let mut columns: Vec<Option<UnitColumn>> = Vec::with_capacity(footer.roots.len());
+    let mut general = Vec::new();
+    for (i, leaf) in footer.plain.iter().enumerate() {
+        let decoded = match leaf {
+            None => None,
+            Some(leaf) => {
+                let chunk = meta.column(leaf.leaf);
+                match plain::decode_column(leaf, chunk, Arc::new(pieces.clone()), rows) {
+                    Ok(col) => Some(UnitColumn::Plain(col)),
+                    Err(Declined::Fallback) => None,
+                    Err(Declined::Corrupt(why)) => {
+                        let name = footer.schema.field(i).name();
+                        return Err(error(url, format!("row group {rg}, column {name}: {why}")));
+                    }
+                }
+            }
+        };
+        if decoded.is_none() {
+            general.push(i);
+        }
+        columns.push(decoded);
+    }
+    if !general.is_empty() {
+        let arrays = read_arrow(footer, rg, pieces, &general, rows, url)?;
+        for (i, array) in general.into_iter().zip(arrays) {
+            columns[i] = Some(UnitColumn::Arrow(array));
+        }
+    }
+    let columns: Vec<UnitColumn> = columns
+        .into_iter()
+        .map(|c| c.expect("every column"))
+        .collect();
+    for c in &columns {
+        check_rows(url, c.len(), expected_rows)?;
+    }
+    Ok(DecodedUnit {
+        columns,
+        num_rows: rows,
+        stored_bytes,
+    })
+}
+
+/// The output columns `which` of row group `rg`, through parquet's Arrow reader.
+fn read_arrow(
+    footer: &ShardFooter,
+    rg: usize,
+    pieces: Pieces,
+    which: &[usize],
+    rows: usize,
+    url: &str,
+) -> Result<Vec<ArrayRef>> {
+    let descr = footer.reader_meta.metadata().file_metadata().schema_descr();
+    let mask = ProjectionMask::roots(descr, which.iter().map(|&i| footer.roots[i]));
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(pieces, footer.reader_meta.clone())
+            .with_row_groups(vec![rg])
+            .with_projection(mask)
+            .with_batch_size(rows.max(1))
+            .build()
+            .map_err(|e| error(url, format!("row group {rg}: {e}")))?;
     let mut batches = Vec::with_capacity(1);
     for b in reader {
         batches.push(b.map_err(|e| error(url, format!("row group {rg}: {e}")))?);
@@ -256,29 +345,17 @@ pub fn decode_row_group(
             concat_batches(&schema, &batches).map_err(|e| error(url, e.to_string()))?
         }
     };
-    check_rows(url, decoded.num_rows(), expected_rows)?;
     // The reader yields file order; the loader wants its own order.
-    let columns = footer
-        .schema
-        .fields()
+    which
         .iter()
-        .map(|f| {
+        .map(|&i| {
+            let name = footer.schema.field(i).name();
             decoded
-                .column_by_name(f.name())
+                .column_by_name(name)
                 .cloned()
-                .ok_or_else(|| error(url, format!("column {:?} missing after decoding", f.name())))
+                .ok_or_else(|| error(url, format!("column {name:?} missing after decoding")))
         })
-        .collect::<Result<Vec<_>>>()?;
-    let schema = Arc::new(Schema::new(
-        footer
-            .schema
-            .fields()
-            .iter()
-            .zip(&columns)
-            .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-            .collect::<Vec<_>>(),
-    ));
-    RecordBatch::try_new(schema, columns).map_err(|e| error(url, e.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -301,7 +378,7 @@ mod tests {
             Tail::NeedFrom(_) => panic!("small footer"),
         };
         let cols: Vec<String> = columns.iter().map(|s| s.to_string()).collect();
-        ShardFooter::new(meta, &cols, "x").unwrap()
+        ShardFooter::new(meta, &cols, true, "x").unwrap()
     }
 
     #[test]
@@ -324,18 +401,83 @@ mod tests {
                 .map(|r| (r.start, file.slice(r.start as usize..r.end as usize)))
                 .collect();
             let rows = f.row_group_rows(rg);
-            let b = decode_row_group(&f, rg, parts, file.len() as u64, "x", rows).unwrap();
-            assert_eq!(b.schema().field(0).name(), "text");
-            let ids = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
-            let text = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-            for i in 0..b.num_rows() {
+            let u = decode_row_group(&f, rg, parts, file.len() as u64, "x", rows).unwrap();
+            assert_eq!(u.num_rows(), rows as usize);
+            let ids = ids_of(&u.columns[1]);
+            let UnitColumn::Arrow(text) = &u.columns[0] else {
+                panic!("text is not a number column")
+            };
+            let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+            assert_eq!(ids.len(), u.num_rows());
+            for (i, &got) in ids.iter().enumerate() {
                 let id = first_id + i as u64;
-                assert_eq!(ids.value(i) as u64, id);
+                assert_eq!(got as u64, id);
                 assert_eq!(text.value(i), synth::expected_text(id));
             }
             first_id += rows;
         }
         assert_eq!(first_id, 3000);
+    }
+
+    /// The values of an Int64 column, whichever path decoded it.
+    fn ids_of(col: &UnitColumn) -> Vec<i64> {
+        match col {
+            UnitColumn::Arrow(a) => a
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec(),
+            UnitColumn::Plain(p) => (0..p.num_rows())
+                .map(|r| {
+                    let mut b = [0u8; 8];
+                    p.copy_to(p.row(r), &mut b);
+                    i64::from_le_bytes(b)
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plain_columns_take_the_fast_path_and_others_do_not() {
+        let plain = SynthConfig {
+            samples: 700,
+            shards: 1,
+            row_group_rows: 300,
+            parquet_plain: true,
+            ..SynthConfig::default()
+        };
+        let file = shard(&plain);
+        let f = footer(&file, &["tokens", "text", "id"]);
+        assert_eq!(
+            f.fast_path_columns(),
+            2,
+            "tokens and id qualify, text does not"
+        );
+        let parts = f
+            .ranges(0)
+            .iter()
+            .map(|r| (r.start, file.slice(r.start as usize..r.end as usize)))
+            .collect();
+        let u =
+            decode_row_group(&f, 0, parts, file.len() as u64, "x", f.row_group_rows(0)).unwrap();
+        assert!(matches!(u.columns[0], UnitColumn::Plain(_)));
+        assert!(matches!(u.columns[1], UnitColumn::Arrow(_)));
+        assert!(matches!(u.columns[2], UnitColumn::Plain(_)));
+        // Dictionary-encoded, compressed files fall back to the Arrow reader, chunk by chunk.
+        let packed = shard(&SynthConfig {
+            parquet_plain: false,
+            ..plain
+        });
+        let f = footer(&packed, &["tokens", "id"]);
+        let parts = f
+            .ranges(0)
+            .iter()
+            .map(|r| (r.start, packed.slice(r.start as usize..r.end as usize)))
+            .collect();
+        let u =
+            decode_row_group(&f, 0, parts, packed.len() as u64, "x", f.row_group_rows(0)).unwrap();
+        assert!(u.columns.iter().all(|c| matches!(c, UnitColumn::Arrow(_))));
     }
 
     #[test]

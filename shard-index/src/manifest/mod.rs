@@ -17,6 +17,10 @@
 //! roots, the sample schema (Arrow, as JSON), totals, the builder version and a fingerprint
 //! (SHA-256 over every row's identity: source, path, size, etag and counts).
 //!
+//! A partial manifest (`build --part I/N`, see [`crate::parts`]) has the same layout, holds only
+//! its part's rows, and adds `shardstream.part` and `shardstream.part_detail`; `merge` turns the
+//! parts into a manifest without them.
+//!
 //! Determinism: nothing in the file depends on listing order, concurrency or the time of the
 //! build, so the same objects always give byte-identical manifests. In memory the table stays
 //! columnar (Arrow arrays), so a 16M-shard manifest costs about its compressed size times a
@@ -27,7 +31,7 @@ mod read;
 mod report;
 mod write;
 
-pub use model::{Manifest, ManifestMeta, PartInfo, RowGroup, ShardEntry, Totals};
+pub use model::{builder_version, Manifest, ManifestMeta, PartInfo, RowGroup, ShardEntry, Totals};
 pub use report::{FieldReport, InspectReport, ShardReport};
 pub use write::write_atomic;
 
@@ -43,4 +47,6 @@ pub(crate) mod keys {
     pub const FINGERPRINT: &str = "shardstream.fingerprint";
     pub const BUILDER: &str = "shardstream.builder";
     pub const PART: &str = "shardstream.part";
+    /// Partial manifests only: what `merge` needs to reproduce a single build.
+    pub const PART_DETAIL: &str = "shardstream.part_detail";
 }

@@ -67,6 +67,8 @@ pub struct ManifestMeta {
     /// `shard-index <version>` of the build that wrote it.
     pub builder: String,
     pub part: Option<PartInfo>,
+    /// Partial manifests only: each row's schema, listings and skipped objects, for `merge`.
+    pub part_detail: Option<Box<crate::parts::PartDetail>>,
 }
 
 /// A manifest: metadata plus the shard table.
@@ -129,6 +131,7 @@ impl Manifest {
             fingerprint,
             builder: builder_version(),
             part,
+            part_detail: None,
         };
         let batch = to_batch(&entries)?;
         Self::from_batch(meta, batch, "<in memory>")

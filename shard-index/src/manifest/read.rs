@@ -94,6 +94,12 @@ impl Manifest {
             Some(v) => Some(serde_json::from_str(v).map_err(|e| parse(keys::PART, v, e))?),
             None => None,
         };
+        let part_detail = match kv.get(keys::PART_DETAIL) {
+            Some(v) => Some(Box::new(
+                serde_json::from_str(v).map_err(|e| parse(keys::PART_DETAIL, v, e))?,
+            )),
+            None => None,
+        };
         let meta = ManifestMeta {
             version: parsed,
             sources,
@@ -102,15 +108,33 @@ impl Manifest {
             fingerprint: get(keys::FINGERPRINT)?.clone(),
             builder: get(keys::BUILDER)?.clone(),
             part,
+            part_detail,
         };
-        let reader = builder
-            .with_batch_size(1 << 16)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        let schema = reader.schema();
-        let batches = reader
-            .collect::<std::result::Result<Vec<RecordBatch>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
+        // The parquet crate can panic on corrupt pages (found by fuzzing: "Decoder for dict
+        // should have been set", "column start and length should not be negative"), so a
+        // damaged manifest must not take the process down with it.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let reader = builder
+                .with_batch_size(1 << 16)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            let schema = reader.schema();
+            let batches = reader
+                .collect::<std::result::Result<Vec<RecordBatch>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            Ok::<_, Error>((schema, batches))
+        }));
+        let (schema, batches) = match decoded {
+            Ok(r) => r?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(bad(format!("the Parquet data is corrupt ({what})")));
+            }
+        };
         let batch = concat_batches(&schema, &batches).map_err(|e| bad(e.to_string()))?;
         let batch = RecordBatch::try_new(
             Arc::new(super::model::table_schema()),
@@ -139,7 +163,12 @@ fn check_consistency(m: &Manifest) -> std::result::Result<(), String> {
             m.len()
         ));
     }
-    let samples: u64 = m.sample_counts().iter().sum();
+    // Checked: a damaged table can hold counts that overflow when summed (found by fuzzing).
+    let samples = m
+        .sample_counts()
+        .iter()
+        .try_fold(0u64, |a, &n| a.checked_add(n))
+        .ok_or("the rows' sample counts overflow a 64-bit total")?;
     if samples != t.samples {
         return Err(format!(
             "totals say {} samples, rows sum to {samples}",

@@ -7,6 +7,7 @@
 use super::model::Manifest;
 use super::{keys, FORMAT_VERSION};
 use crate::error::{Error, Result};
+use crate::parts::canonical_json;
 use crate::storage::{to_url, Location, StorageOptions};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -29,7 +30,8 @@ impl Manifest {
                 format!("{}.{}", FORMAT_VERSION.0, FORMAT_VERSION.1),
             ),
             KeyValue::new(keys::SOURCES.into(), json(&meta.sources)),
-            KeyValue::new(keys::SCHEMA.into(), json(&meta.schema)),
+            // Sorted keys: schema metadata lives in HashMaps, whose order varies per process.
+            KeyValue::new(keys::SCHEMA.into(), canonical_json(&meta.schema)),
             KeyValue::new(keys::TOTALS.into(), json(&meta.totals)),
             KeyValue::new(keys::FINGERPRINT.into(), meta.fingerprint.clone()),
             KeyValue::new(keys::BUILDER.into(), meta.builder.clone()),
@@ -38,6 +40,11 @@ impl Manifest {
         .chain(
             meta.part
                 .map(|p| KeyValue::new(keys::PART.into(), json(&p))),
+        )
+        .chain(
+            meta.part_detail
+                .as_ref()
+                .map(|d| KeyValue::new(keys::PART_DETAIL.into(), canonical_json(d))),
         )
         .collect();
         let props = WriterProperties::builder()

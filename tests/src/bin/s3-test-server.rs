@@ -3,9 +3,15 @@
 //! Prints one JSON line `{"endpoint": ..., "port": ..., "access_key": ..., "secret_key": ...,
 //! "region": ...}` on stdout once it accepts connections, then serves until stdin closes or it is
 //! killed, so a parent process that dies takes the server with it.
+//!
+//! With `--faults SPEC` (see `shardstream_tests::fault::FaultSpec`, e.g.
+//! `seed=1,tail=5ms:1.5,slowdown=0.05,reset=0.01`) a fault-injecting proxy sits in front of the
+//! server: `endpoint` is then the proxy's, and `direct_endpoint` the server's own (for uploads
+//! and indexing without faults).
 
 use anyhow::Result;
 use clap::Parser;
+use shardstream_tests::fault::{FaultProxy, FaultSpec};
 use shardstream_tests::s3::{S3Server, ServerConfig, ACCESS_KEY, REGION, SECRET_KEY};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -25,6 +31,10 @@ struct Args {
     /// Buckets to create at start.
     #[arg(long)]
     bucket: Vec<String>,
+    /// Put a fault-injecting proxy in front: KEY=VALUE,... with seed, latency, tail
+    /// (SCALE:ALPHA[:CAP]), slowdown, reset, truncate, stall (probabilities per GET).
+    #[arg(long)]
+    faults: Option<FaultSpec>,
 }
 
 fn main() -> Result<()> {
@@ -39,9 +49,18 @@ fn main() -> Result<()> {
     for b in &args.bucket {
         server.create_bucket(b)?;
     }
+    let proxy = match &args.faults {
+        Some(spec) => {
+            let upstream = format!("127.0.0.1:{}", server.port()).parse()?;
+            Some(FaultProxy::start(upstream, spec.clone())?)
+        }
+        None => None,
+    };
     let line = serde_json::json!({
-        "endpoint": server.endpoint(),
-        "port": server.port(),
+        "endpoint": proxy.as_ref().map_or_else(|| server.endpoint(), |p| p.endpoint()),
+        "direct_endpoint": server.endpoint(),
+        "port": proxy.as_ref().map_or(server.port(), |p| p.addr().port()),
+        "direct_port": server.port(),
         "access_key": ACCESS_KEY,
         "secret_key": SECRET_KEY,
         "region": REGION,
@@ -51,6 +70,7 @@ fn main() -> Result<()> {
     // Serve until our parent closes stdin (or kills us).
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(proxy);
     drop(server);
     Ok(())
 }

@@ -4,9 +4,28 @@
 //! Every read names one object version: the GET carries `If-Match: <manifest etag>`, and the
 //! size and etag the store reports back must equal the manifest's, so an object rewritten since
 //! indexing is [`Error::ShardChanged`] naming its URL, never bytes of a different version mixed
-//! into a batch. A body shorter than asked is [`Error::ShortRead`]; it and transient transport
-//! errors are retried (`fetch_attempts`, with a short backoff) on top of object_store's own
-//! request retries. Nothing partial is ever returned.
+//! into a batch. A body shorter than asked is [`Error::ShortRead`]. Nothing partial is ever
+//! returned.
+//!
+//! # Surviving a misbehaving store
+//!
+//! Shard stores are opened with object_store's own retries off ([`shard_storage_options`]), so
+//! this module sees every failure and decides ([`retry`]):
+//! - **Retries**: throttling (503 SlowDown, 429), other 5xx, resets, bodies cut short and stalls
+//!   are retried up to `fetch_attempts` times with jittered exponential backoff; a changed or
+//!   deleted shard, or a 4xx, fails at once.
+//! - **Timeouts**: waiting for the response headers, and then for each chunk of the body, is
+//!   bounded by `request_timeout`, so a connection that stalls forever (before or after the
+//!   headers) becomes [`Error::Timeout`] and is retried. It bounds *progress*, not the whole
+//!   transfer, so a large shard on a slow link is not cut off while bytes keep coming.
+//! - **Adaptive concurrency** ([`adaptive`]): GETs in flight are capped by an AIMD limit that
+//!   halves on throttling and creeps back up as requests succeed.
+//! - **Hedging** ([`hedge`]): when a request has waited for its headers longer than the 95th
+//!   percentile of recent requests, and the limiter has a free slot, a duplicate is sent; the
+//!   first response wins and the other is dropped (`hedge = false` turns this off).
+//!
+//! Retries, timeouts, throttled answers, hedges fired and won, and the concurrency limit are
+//! counted in [`crate::LoaderStats`].
 //!
 //! Without a cache, objects under a `file://` root are memory-mapped instead of read: the page
 //! cache *is* the buffer, so a Parquet row group or a plain tar reaches the decoder without a
@@ -14,18 +33,30 @@
 //! With a cache, every read goes through [`DiskCache::get_or_fetch`] keyed by
 //! (URL, etag, size, range), and the cache serves mapped files too.
 
+pub(crate) mod adaptive;
+pub(crate) mod hedge;
+pub(crate) mod retry;
+
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
+
+pub use retry::shard_storage_options;
 
 use crate::cache::{CacheKey, DiskCache};
+use crate::config::LoaderConfig;
 use crate::stats::Counters;
 use crate::{Error, Result};
+use adaptive::{Limiter, Permit};
+use hedge::LatencyTracker;
+use retry::Class;
 
 /// One shard as the manifest describes it, and where to read it.
 #[derive(Clone, Debug)]
@@ -44,19 +75,66 @@ pub struct ShardObject {
     pub local: Option<PathBuf>,
 }
 
+/// How reads behave under failure (from [`LoaderConfig`]).
+#[derive(Clone, Debug)]
+pub struct FetchPolicy {
+    /// Attempts per read (at least 1).
+    pub attempts: u32,
+    /// Longest wait for response headers, and for each body chunk after them.
+    pub request_timeout: Duration,
+    /// Send a duplicate of a request slower than the recent 95th percentile.
+    pub hedge: bool,
+    /// Most GETs in flight (the AIMD limit's ceiling).
+    pub max_requests: usize,
+}
+
+impl FetchPolicy {
+    pub fn from_config(c: &LoaderConfig) -> FetchPolicy {
+        FetchPolicy {
+            attempts: c.fetch_attempts,
+            request_timeout: c.request_timeout,
+            hedge: c.hedge,
+            max_requests: c.io_concurrency.saturating_mul(2).clamp(1, 1024),
+        }
+    }
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        FetchPolicy::from_config(&LoaderConfig::new("unused", 1))
+    }
+}
+
 /// Reads verified bytes of shards.
 pub struct Fetcher {
     counters: Arc<Counters>,
     cache: Option<DiskCache>,
-    attempts: u32,
+    policy: FetchPolicy,
+    limiter: Arc<Limiter>,
+    latency: LatencyTracker,
 }
 
 impl Fetcher {
-    pub(crate) fn new(counters: Arc<Counters>, cache: Option<DiskCache>, attempts: u32) -> Self {
+    pub(crate) fn new(
+        counters: Arc<Counters>,
+        cache: Option<DiskCache>,
+        policy: FetchPolicy,
+    ) -> Self {
+        let limiter = Limiter::new(policy.max_requests);
+        let limit = limiter.current.load(Ordering::Relaxed);
+        counters.concurrency_limit.store(limit, Ordering::Relaxed);
+        counters
+            .concurrency_limit_min
+            .store(limit, Ordering::Relaxed);
         Fetcher {
             counters,
             cache,
-            attempts: attempts.max(1),
+            policy: FetchPolicy {
+                attempts: policy.attempts.max(1),
+                ..policy
+            },
+            limiter,
+            latency: LatencyTracker::default(),
         }
     }
 
@@ -114,52 +192,211 @@ impl Fetcher {
         Ok(bytes)
     }
 
-    /// Reads from the store with retries.
+    /// Reads from the store with retries (see the module docs).
     async fn read_store(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let r = self.get_once(obj, range.clone()).await;
+            let r = self.get_hedged(obj, range.clone()).await;
             Counters::add_time(&self.counters.fetch_ns, started);
-            match r {
+            let e = match r {
                 Ok(b) => {
                     Counters::add(&self.counters.bytes_fetched, b.len() as u64);
                     return Ok(b);
                 }
-                Err(e) if attempt < self.attempts && retryable(&e) => {
-                    Counters::add(&self.counters.retries, 1);
-                    tracing::debug!(url = %obj.url, attempt, error = %e, "retrying read");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+                Err(e) => e,
+            };
+            let class = retry::classify(&e);
+            if class == Class::Fatal || attempt >= self.policy.attempts {
+                return Err(e);
             }
+            Counters::add(&self.counters.retries, 1);
+            let wait = retry::backoff(attempt, class);
+            tracing::debug!(url = %obj.url, attempt, ?class, ?wait, error = %e, "retrying read");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
-    async fn get_once(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
+    /// One attempt: a GET, plus a hedge if it is slow to answer. The first response whose
+    /// headers arrive wins; its body is then read (the other request is dropped).
+    async fn get_hedged(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
+        let threshold = if self.policy.hedge {
+            self.latency.threshold()
+        } else {
+            None
+        };
+        let permit = self.limiter.acquire().await;
+        let started = Instant::now();
+        let primary = self.get_head(obj, range.clone(), permit);
+        let Some(delay) = threshold else {
+            let head = primary.await?;
+            self.latency.record(started.elapsed());
+            return self.read_body(obj, head).await;
+        };
+        tokio::pin!(primary);
+        tokio::select! {
+            biased;
+            head = &mut primary => {
+                let head = head?;
+                self.latency.record(started.elapsed());
+                return self.read_body(obj, head).await;
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+        // Never add load the limiter has no room for (e.g. while the store throttles us).
+        let Some(permit) = self.limiter.try_acquire() else {
+            let head = primary.await?;
+            self.latency.record(started.elapsed());
+            return self.read_body(obj, head).await;
+        };
+        Counters::add(&self.counters.hedges_fired, 1);
+        let backup = self.get_head(obj, range, permit);
+        tokio::pin!(backup);
+        let (head, won) = tokio::select! {
+            head = &mut primary => match head {
+                Ok(h) => (h, false),
+                Err(_) => (backup.await?, true),
+            },
+            head = &mut backup => match head {
+                Ok(h) => (h, true),
+                Err(_) => (primary.await?, false),
+            },
+        };
+        if won {
+            Counters::add(&self.counters.hedges_won, 1);
+        }
+        self.latency.record(started.elapsed());
+        self.read_body(obj, head).await
+    }
+
+    /// Sends a GET and waits (at most `request_timeout`) for its headers; checks the version.
+    async fn get_head(
+        &self,
+        obj: &ShardObject,
+        range: Option<Range<u64>>,
+        permit: Permit,
+    ) -> Result<Head> {
         Counters::add(&self.counters.requests, 1);
+        let started = Instant::now();
         let expected = range.as_ref().map_or(obj.size, |r| r.end - r.start);
         let opts = GetOptions {
             if_match: obj.etag.clone(),
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let result = obj
-            .store
-            .get_opts(&obj.key, opts)
-            .await
-            .map_err(|e| store_error(obj, e))?;
+        let timeout = self.policy.request_timeout;
+        let result = match tokio::time::timeout(timeout, obj.store.get_opts(&obj.key, opts)).await {
+            Ok(r) => r.map_err(|e| store_error(obj, e)),
+            Err(_) => Err(self.timed_out(obj, "the response headers", timeout)),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.feedback(&e, started);
+                return Err(e);
+            }
+        };
         check_version(obj, &result.meta)?;
-        let bytes = result.bytes().await.map_err(|e| store_error(obj, e))?;
-        if bytes.len() as u64 != expected {
+        Ok(Head {
+            result,
+            expected,
+            started,
+            _permit: permit,
+        })
+    }
+
+    /// Reads a response body, each chunk within `request_timeout`, and checks its length.
+    async fn read_body(&self, obj: &ShardObject, head: Head) -> Result<Bytes> {
+        let Head {
+            result,
+            expected,
+            started,
+            _permit,
+        } = head;
+        let r = self.collect_body(obj, result, expected).await;
+        match &r {
+            Ok(_) => self.feedback_ok(),
+            Err(e) => self.feedback(e, started),
+        }
+        r
+    }
+
+    async fn collect_body(
+        &self,
+        obj: &ShardObject,
+        result: GetResult,
+        expected: u64,
+    ) -> Result<Bytes> {
+        let timeout = self.policy.request_timeout;
+        let mut stream = result.into_stream();
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut got = 0u64;
+        loop {
+            let chunk = match tokio::time::timeout(timeout, stream.next()).await {
+                Err(_) => return Err(self.timed_out(obj, "the next part of the body", timeout)),
+                Ok(None) => break,
+                Ok(Some(c)) => c.map_err(|e| store_error(obj, e))?,
+            };
+            got += chunk.len() as u64;
+            if got > expected {
+                break;
+            }
+            parts.push(chunk);
+        }
+        if got != expected {
             return Err(Error::ShortRead {
                 url: obj.url.clone(),
-                got: bytes.len() as u64,
+                got,
                 expected,
             });
         }
-        Ok(bytes)
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part"));
+        }
+        let mut joined = Vec::with_capacity(expected as usize);
+        for p in parts {
+            joined.extend_from_slice(&p);
+        }
+        Ok(Bytes::from(joined))
+    }
+
+    fn timed_out(&self, obj: &ShardObject, what: &'static str, after: Duration) -> Error {
+        Counters::add(&self.counters.timeouts, 1);
+        Error::Timeout {
+            url: obj.url.clone(),
+            what,
+            after_s: after.as_secs_f64(),
+        }
+    }
+
+    fn feedback_ok(&self) {
+        self.limiter.on_success();
+        self.counters.concurrency_limit.store(
+            self.limiter.current.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn feedback(&self, e: &Error, started: Instant) {
+        if retry::classify(e) == Class::Throttled {
+            Counters::add(&self.counters.throttled, 1);
+            if self.limiter.on_throttle(started) {
+                tracing::debug!(
+                    limit = self.limiter.limit(),
+                    "store throttles: concurrency halved"
+                );
+            }
+            let c = &self.counters;
+            c.concurrency_limit.store(
+                self.limiter.current.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            c.concurrency_limit_min.store(
+                self.limiter.lowest.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Maps a local file after checking it is the indexed version.
@@ -249,17 +486,12 @@ fn store_error(obj: &ShardObject, source: object_store::Error) -> Error {
     }
 }
 
-/// Short bodies and transport trouble may succeed on a second try; a changed object, missing
-/// permissions or a bad request will not.
-fn retryable(e: &Error) -> bool {
-    match e {
-        Error::ShortRead { .. } => true,
-        Error::Fetch { source, .. } => matches!(
-            source,
-            object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-        ),
-        _ => false,
-    }
+/// A response whose headers arrived, holding its concurrency slot until its body is read.
+struct Head {
+    result: GetResult,
+    expected: u64,
+    started: Instant,
+    _permit: Permit,
 }
 
 #[cfg(test)]
@@ -271,7 +503,7 @@ mod tests {
 
     fn fetcher() -> (Fetcher, Arc<Counters>) {
         let c = Arc::new(Counters::default());
-        (Fetcher::new(c.clone(), None, 3), c)
+        (Fetcher::new(c.clone(), None, FetchPolicy::default()), c)
     }
 
     fn rt() -> tokio::runtime::Runtime {

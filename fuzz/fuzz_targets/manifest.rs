@@ -1,0 +1,9 @@
+//! libFuzzer target: `shardstream_tests::parsers::manifest` must return a typed error or accept,
+//! never panic or hang. Seeds: `tests/corpus/manifest/`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = shardstream_tests::parsers::manifest(data);
+});

@@ -1,0 +1,546 @@
+//! The fast path for the columns that matter most: numbers and lists of numbers stored PLAIN.
+//!
+//! Token ids, embeddings and labels are fixed-width numbers, often written PLAIN (uncompressed,
+//! or compressed per page). For them the general Arrow reader costs more than the bytes it
+//! moves: it decodes every repetition and definition level into an `i16` buffer, copies the
+//! values into a freshly allocated (and so freshly page-faulted) Arrow buffer, and the collator
+//! then copies them once more into the batch. [`decode_column`] instead walks the pages of one
+//! column chunk, reads the levels as *runs* (a list of 2,048 tokens is one RLE run, so the cost
+//! is per row, not per value), and keeps the page's value bytes as they are — slices of the
+//! fetched (often memory-mapped) bytes, no copy. The collator copies each row's values straight
+//! from there into the batch buffer: one copy from storage to the batch.
+//!
+//! A column qualifies ([`PlainLeaf::for_column`]) when its Parquet physical type has the width
+//! of its Arrow type (INT32 as Int32/UInt32, INT64, FLOAT, DOUBLE) and it is a number or a
+//! single-level list of numbers. A chunk whose pages turn out to use another encoding
+//! (dictionary, delta, byte-stream-split) or hold nulls makes [`decode_column`] return `None`,
+//! and the engine decodes that chunk with the Arrow reader instead, so the fast path never
+//! changes what a batch holds — only how fast it is built.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use bytes::Bytes;
+use parquet::basic::{Encoding, Type as PhysicalType};
+use parquet::column::page::{Page, PageReader};
+use parquet::file::metadata::ColumnChunkMetaData;
+use parquet::file::reader::ChunkReader;
+use parquet::file::serialized_reader::SerializedPageReader;
+use parquet::schema::types::ColumnDescriptor;
+
+use crate::collate::DType;
+
+/// How a qualifying column's levels map to rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// One value per row; `max_def` 0 (required) or 1 (optional, must hold no nulls).
+    Scalar { max_def: i16 },
+    /// A single-level list. A level entry with `def >= element_def` is an element (a null one
+    /// when `def < max_def`); below it the row is an empty or null list, which the collator
+    /// treats alike.
+    List { max_def: i16, element_def: i16 },
+}
+
+/// A projected column that may take the fast path: its Parquet leaf and shape.
+#[derive(Clone, Copy, Debug)]
+pub struct PlainLeaf {
+    /// Index of the leaf column in the file's schema.
+    pub leaf: usize,
+    width: usize,
+    shape: Shape,
+}
+
+impl PlainLeaf {
+    /// The fast-path description of a root column whose only leaf is `descr`, if it has one.
+    pub fn for_column(
+        arrow_type: &DataType,
+        leaf: usize,
+        descr: &ColumnDescriptor,
+    ) -> Option<PlainLeaf> {
+        let width = match descr.physical_type() {
+            PhysicalType::INT32 | PhysicalType::FLOAT => 4,
+            PhysicalType::INT64 | PhysicalType::DOUBLE => 8,
+            _ => return None,
+        };
+        let (max_def, max_rep) = (descr.max_def_level(), descr.max_rep_level());
+        let (item, shape) = match arrow_type {
+            DataType::List(f) | DataType::LargeList(f) if max_rep == 1 => {
+                let leaf_optional = descr.self_type().is_optional();
+                let element_def = max_def - i16::from(leaf_optional);
+                (
+                    f.data_type(),
+                    Shape::List {
+                        max_def,
+                        element_def,
+                    },
+                )
+            }
+            t if max_rep == 0 && max_def <= 1 => (t, Shape::Scalar { max_def }),
+            _ => return None,
+        };
+        // The Arrow type must be a number of the physical width (not Int8 stored as INT32, not
+        // a date or a decimal): then the stored little-endian bytes are the output bytes.
+        let dtype = DType::from_arrow(item)?;
+        (dtype.size() == width).then_some(PlainLeaf { leaf, width, shape })
+    }
+}
+
+/// One column of one row group, decoded by the fast path: the pages' value bytes, untouched,
+/// and where each row's values start.
+#[derive(Debug)]
+pub struct PlainColumn {
+    width: usize,
+    /// The values of each data page, PLAIN little-endian, in order.
+    segments: Vec<Bytes>,
+    /// Element index at which each segment starts, plus the total at the end.
+    segment_starts: Vec<usize>,
+    /// Lists: row `r` holds elements `offsets[r]..offsets[r + 1]`. Numbers: `None` (row `r` is
+    /// element `r`).
+    offsets: Option<Vec<usize>>,
+}
+
+impl PlainColumn {
+    /// Bytes per element.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn num_rows(&self) -> usize {
+        match &self.offsets {
+            Some(o) => o.len() - 1,
+            None => self.num_elements(),
+        }
+    }
+
+    fn num_elements(&self) -> usize {
+        self.segment_starts.last().copied().unwrap_or(0)
+    }
+
+    /// Elements of row `r`.
+    pub fn row(&self, r: usize) -> Range<usize> {
+        match &self.offsets {
+            Some(o) => o[r]..o[r + 1],
+            None => r..r + 1,
+        }
+    }
+
+    /// Copies elements `elements` into `out` (exactly their byte length).
+    pub fn copy_to(&self, mut elements: Range<usize>, out: &mut [u8]) {
+        debug_assert_eq!(out.len(), elements.len() * self.width);
+        let mut at = 0;
+        let mut seg = self
+            .segment_starts
+            .partition_point(|&s| s <= elements.start)
+            - 1;
+        while !elements.is_empty() {
+            let (start, end) = (self.segment_starts[seg], self.segment_starts[seg + 1]);
+            let take = elements.end.min(end) - elements.start;
+            let from = (elements.start - start) * self.width;
+            let n = take * self.width;
+            out[at..at + n].copy_from_slice(&self.segments[seg][from..from + n]);
+            at += n;
+            elements.start += take;
+            seg += 1;
+        }
+    }
+
+    /// Bytes this column keeps alive (the page slices and the offsets).
+    pub fn memory_bytes(&self) -> u64 {
+        let values: usize = self.segments.iter().map(Bytes::len).sum();
+        let offsets = self.offsets.as_ref().map_or(0, |o| o.len() * 8);
+        (values + offsets) as u64
+    }
+}
+
+/// Why the fast path declined a chunk (the caller then uses the Arrow reader), or a real error.
+#[derive(Debug)]
+pub enum Declined {
+    /// Not PLAIN, or holds nulls: decode it the general way.
+    Fallback,
+    /// The bytes are broken (the Arrow reader would fail too).
+    Corrupt(String),
+}
+
+impl From<parquet::errors::ParquetError> for Declined {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Declined::Corrupt(e.to_string())
+    }
+}
+
+/// Decodes one column chunk of `rows` rows by the fast path.
+pub fn decode_column<R: ChunkReader + 'static>(
+    leaf: &PlainLeaf,
+    chunk: &ColumnChunkMetaData,
+    reader: Arc<R>,
+    rows: usize,
+) -> Result<PlainColumn, Declined> {
+    if chunk.dictionary_page_offset().is_some() {
+        return Err(Declined::Fallback);
+    }
+    let mut pages = SerializedPageReader::new(reader, chunk, rows, None)?;
+    let mut levels = LevelScratch::default();
+    let mut col = PlainColumn {
+        width: leaf.width,
+        segments: Vec::new(),
+        segment_starts: vec![0],
+        offsets: matches!(leaf.shape, Shape::List { .. }).then(|| Vec::with_capacity(rows + 1)),
+    };
+    while let Some(page) = pages.get_next_page()? {
+        let (buf, num_values, encoding, rep, def) = match page {
+            Page::DataPage {
+                buf,
+                num_values,
+                encoding,
+                def_level_encoding,
+                rep_level_encoding,
+                ..
+            } => {
+                let uses_rle = |e: Encoding, max: i16| max == 0 || e == Encoding::RLE;
+                if !uses_rle(rep_level_encoding, max_rep(leaf))
+                    || !uses_rle(def_level_encoding, max_def(leaf))
+                {
+                    return Err(Declined::Fallback);
+                }
+                let mut at = 0;
+                let rep = take_v1_levels(&buf, &mut at, max_rep(leaf))?;
+                let def = take_v1_levels(&buf, &mut at, max_def(leaf))?;
+                (buf.slice(at..), num_values, encoding, rep, def)
+            }
+            Page::DataPageV2 {
+                buf,
+                num_values,
+                encoding,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                ..
+            } => {
+                let (r, d) = (rep_levels_byte_len as usize, def_levels_byte_len as usize);
+                if r + d > buf.len() {
+                    return Err(Declined::Corrupt("page levels overrun the page".into()));
+                }
+                let (rep, def) = (buf.slice(..r), buf.slice(r..r + d));
+                (buf.slice(r + d..), num_values, encoding, rep, def)
+            }
+            Page::DictionaryPage { .. } => return Err(Declined::Fallback),
+        };
+        if encoding != Encoding::PLAIN {
+            return Err(Declined::Fallback);
+        }
+        let n = num_values as usize;
+        let elements = match leaf.shape {
+            Shape::Scalar { max_def: 0 } => n,
+            Shape::Scalar { max_def } => {
+                levels.decode(&def, max_def, n, "definition")?;
+                if levels.def.iter().any(|&(v, _)| v != max_def) {
+                    return Err(Declined::Fallback);
+                }
+                n
+            }
+            Shape::List {
+                max_def,
+                element_def,
+            } => {
+                levels.decode_both(&rep, &def, max_def, n)?;
+                let offsets = col.offsets.as_mut().expect("lists have offsets");
+                let before = col.segment_starts.last().copied().unwrap_or(0);
+                levels.rows(offsets, before, element_def, max_def)?
+            }
+        };
+        let bytes = elements * leaf.width;
+        if buf.len() < bytes {
+            return Err(Declined::Corrupt(format!(
+                "a page promises {elements} values but holds {} bytes",
+                buf.len()
+            )));
+        }
+        let total = col.num_elements() + elements;
+        col.segments.push(buf.slice(..bytes));
+        col.segment_starts.push(total);
+    }
+    if let Some(o) = col.offsets.as_mut() {
+        o.push(col.segment_starts.last().copied().unwrap_or(0));
+    }
+    if col.num_rows() != rows {
+        return Err(Declined::Corrupt(format!(
+            "the column chunk holds {} rows, the row group {rows}",
+            col.num_rows()
+        )));
+    }
+    Ok(col)
+}
+
+fn max_rep(leaf: &PlainLeaf) -> i16 {
+    match leaf.shape {
+        Shape::Scalar { .. } => 0,
+        Shape::List { .. } => 1,
+    }
+}
+
+fn max_def(leaf: &PlainLeaf) -> i16 {
+    match leaf.shape {
+        Shape::Scalar { max_def } | Shape::List { max_def, .. } => max_def,
+    }
+}
+
+/// The levels of a V1 page: a 4-byte length, then RLE/bit-packed data (none when `max` is 0).
+fn take_v1_levels(buf: &Bytes, at: &mut usize, max: i16) -> Result<Bytes, Declined> {
+    if max == 0 {
+        return Ok(Bytes::new());
+    }
+    let short = || Declined::Corrupt("page levels overrun the page".into());
+    let len_bytes = buf.get(*at..*at + 4).ok_or_else(short)?;
+    let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+    let start = *at + 4;
+    if start + len > buf.len() {
+        return Err(short());
+    }
+    *at = start + len;
+    Ok(buf.slice(start..start + len))
+}
+
+/// Levels of one page as runs `(level, count)`, reused from page to page.
+#[derive(Default)]
+struct LevelScratch {
+    rep: Vec<(i16, usize)>,
+    def: Vec<(i16, usize)>,
+}
+
+impl LevelScratch {
+    fn decode(&mut self, data: &[u8], max: i16, n: usize, what: &str) -> Result<(), Declined> {
+        decode_runs(data, bit_width(max), n, &mut self.def)
+            .map_err(|e| Declined::Corrupt(format!("{what} levels: {e}")))
+    }
+
+    fn decode_both(
+        &mut self,
+        rep: &[u8],
+        def: &[u8],
+        max_def: i16,
+        n: usize,
+    ) -> Result<(), Declined> {
+        decode_runs(rep, bit_width(1), n, &mut self.rep)
+            .map_err(|e| Declined::Corrupt(format!("repetition levels: {e}")))?;
+        self.decode(def, max_def, n, "definition")
+    }
+
+    /// Walks both run lists in step, appending the start of each new row to `offsets` (element
+    /// indices counted from `first`); returns the page's element count.
+    fn rows(
+        &self,
+        offsets: &mut Vec<usize>,
+        first: usize,
+        element_def: i16,
+        max_def: i16,
+    ) -> Result<usize, Declined> {
+        let mut elements = 0;
+        let (mut ri, mut di) = (0, 0);
+        let (mut r_left, mut d_left) = (0, 0);
+        let (mut r_val, mut d_val) = (0, 0);
+        loop {
+            if r_left == 0 {
+                let Some(&(v, c)) = self.rep.get(ri) else {
+                    break;
+                };
+                (r_val, r_left, ri) = (v, c, ri + 1);
+                continue;
+            }
+            if d_left == 0 {
+                let Some(&(v, c)) = self.def.get(di) else {
+                    break;
+                };
+                (d_val, d_left, di) = (v, c, di + 1);
+                continue;
+            }
+            let k = r_left.min(d_left);
+            let is_element = d_val >= element_def;
+            if is_element && d_val < max_def {
+                // A null number inside a list: the Arrow path reports it properly.
+                return Err(Declined::Fallback);
+            }
+            if r_val == 0 {
+                // Each of the k entries starts a row holding at most this one element.
+                for _ in 0..k {
+                    offsets.push(first + elements);
+                    elements += usize::from(is_element);
+                }
+            } else {
+                if offsets.is_empty() {
+                    return Err(Declined::Corrupt(
+                        "a column chunk starts inside a list".into(),
+                    ));
+                }
+                if is_element {
+                    elements += k;
+                }
+            }
+            r_left -= k;
+            d_left -= k;
+        }
+        if r_left != 0 || d_left != 0 || ri != self.rep.len() || di != self.def.len() {
+            return Err(Declined::Corrupt(
+                "repetition and definition levels disagree on the value count".into(),
+            ));
+        }
+        Ok(elements)
+    }
+}
+
+/// Bits per level for levels up to `max`.
+fn bit_width(max: i16) -> u8 {
+    (16 - (max as u16).leading_zeros()) as u8
+}
+
+/// Decodes exactly `n` levels of Parquet's RLE/bit-packed hybrid encoding into runs, merging
+/// neighbours of equal value. Errors when the data ends early.
+fn decode_runs(
+    mut data: &[u8],
+    bit_width: u8,
+    n: usize,
+    runs: &mut Vec<(i16, usize)>,
+) -> Result<(), String> {
+    runs.clear();
+    let mut push = |v: i16, c: usize| match runs.last_mut() {
+        Some((last, count)) if *last == v => *count += c,
+        _ => runs.push((v, c)),
+    };
+    let value_bytes = usize::from(bit_width).div_ceil(8);
+    let mut left = n;
+    while left > 0 {
+        let header = read_uleb128(&mut data).ok_or("truncated run header")?;
+        if header & 1 == 0 {
+            let count = usize::try_from(header >> 1).map_err(|_| "run too long")?;
+            let bytes = data.get(..value_bytes).ok_or("truncated run value")?;
+            let mut v = 0u32;
+            for (i, b) in bytes.iter().enumerate() {
+                v |= u32::from(*b) << (8 * i);
+            }
+            data = &data[value_bytes..];
+            let take = count.min(left);
+            push(v as i16, take);
+            left -= take;
+        } else {
+            let groups = usize::try_from(header >> 1).map_err(|_| "run too long")?;
+            let len = groups * usize::from(bit_width);
+            let packed = data.get(..len).ok_or("truncated bit-packed run")?;
+            data = &data[len..];
+            let count = (groups * 8).min(left);
+            let mask = (1u32 << bit_width) - 1;
+            for i in 0..count {
+                let bit = i * usize::from(bit_width);
+                let mut word = 0u32;
+                for (j, b) in packed[bit / 8..(bit / 8 + 3).min(packed.len())]
+                    .iter()
+                    .enumerate()
+                {
+                    word |= u32::from(*b) << (8 * j);
+                }
+                push(((word >> (bit % 8)) & mask) as i16, 1);
+            }
+            left -= count;
+        }
+        if header >> 1 == 0 {
+            return Err("empty run".into());
+        }
+    }
+    Ok(())
+}
+
+fn read_uleb128(data: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = data.split_first()?;
+        *data = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes levels the simple way: one RLE run per value change.
+    fn rle(levels: &[i16], bit_width: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < levels.len() {
+            let v = levels[i];
+            let mut j = i;
+            while j < levels.len() && levels[j] == v {
+                j += 1;
+            }
+            let mut h = ((j - i) as u64) << 1;
+            loop {
+                let b = (h & 0x7f) as u8;
+                h >>= 7;
+                out.push(if h > 0 { b | 0x80 } else { b });
+                if h == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&(v as u32).to_le_bytes()[..usize::from(bit_width).div_ceil(8)]);
+            i = j;
+        }
+        out
+    }
+
+    #[test]
+    fn runs_decode_rle_and_bit_packed() {
+        let levels = [0i16, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 2];
+        let mut runs = Vec::new();
+        decode_runs(&rle(&levels, 2), 2, levels.len(), &mut runs).unwrap();
+        assert_eq!(runs, vec![(0, 1), (1, 9), (0, 2), (2, 1)]);
+        // One bit-packed group of 8 levels, width 1: 0,1,1,1,1,1,1,1 → 0b1111_1110.
+        let mut runs = Vec::new();
+        decode_runs(&[0x03, 0xFE], 1, 8, &mut runs).unwrap();
+        assert_eq!(runs, vec![(0, 1), (1, 7)]);
+        assert!(decode_runs(&[0x03], 1, 8, &mut runs).is_err(), "truncated");
+        assert!(decode_runs(&[], 1, 1, &mut runs).is_err(), "empty");
+    }
+
+    #[test]
+    fn rows_follow_levels_with_empty_and_null_lists() {
+        // Rows: [a, b], [], null, [c]. 3-level list, required elements: max_def 2,
+        // element_def 2; an empty list is def 1, a null list def 0.
+        let rep = [0i16, 1, 0, 0, 0];
+        let def = [2i16, 2, 1, 0, 2];
+        let mut s = LevelScratch::default();
+        decode_runs(&rle(&rep, 1), 1, 5, &mut s.rep).unwrap();
+        decode_runs(&rle(&def, 2), 2, 5, &mut s.def).unwrap();
+        let mut offsets = Vec::new();
+        assert_eq!(s.rows(&mut offsets, 10, 2, 2).unwrap(), 3);
+        assert_eq!(offsets, vec![10, 12, 12, 12]);
+        // A null element (optional leaf: max_def 3, element_def 2, def 2) declines.
+        let def = [3i16, 2, 1, 0, 3];
+        decode_runs(&rle(&def, 2), 2, 5, &mut s.def).unwrap();
+        assert!(matches!(
+            s.rows(&mut Vec::new(), 0, 2, 3),
+            Err(Declined::Fallback)
+        ));
+    }
+
+    #[test]
+    fn copies_across_page_boundaries() {
+        let col = PlainColumn {
+            width: 4,
+            segments: vec![
+                Bytes::from((0u32..3).flat_map(u32::to_le_bytes).collect::<Vec<_>>()),
+                Bytes::from((3u32..10).flat_map(u32::to_le_bytes).collect::<Vec<_>>()),
+            ],
+            segment_starts: vec![0, 3, 10],
+            offsets: Some(vec![0, 2, 5, 10]),
+        };
+        assert_eq!(col.num_rows(), 3);
+        let mut out = vec![0u8; 12];
+        col.copy_to(col.row(1), &mut out);
+        let got: Vec<u32> = out
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, vec![2, 3, 4]);
+    }
+}
