@@ -415,12 +415,18 @@ impl Fetcher {
             source,
         };
         let file = std::fs::File::open(&path).map_err(io)?;
-        let all = crate::pinned::map_file(&file).map_err(io)?;
-        check_size(obj, all.len() as u64)?;
-        let bytes = match range {
-            Some(r) => all.slice(r.start as usize..r.end as usize),
-            None => all,
-        };
+        let len = file.metadata().map_err(io)?.len();
+        check_size(obj, len)?;
+        let range = range.unwrap_or(0..len);
+        if range.end > len {
+            return Err(Error::ShortRead {
+                url: obj.url.clone(),
+                expected: range.end - range.start,
+                got: len.saturating_sub(range.start),
+            });
+        }
+        // Only the range, populated: see `map_range`.
+        let bytes = crate::pinned::map_range(&file, range).map_err(io)?;
         Counters::add(&self.counters.bytes_fetched, bytes.len() as u64);
         Counters::add_time(&self.counters.fetch_ns, started);
         Ok(bytes)
