@@ -27,6 +27,7 @@ use shardstream_loader::collate::{Batch, Column, DType};
 use shardstream_loader::config::Window;
 use shardstream_loader::{Loader, LoaderConfig, LoaderStats};
 
+use crate::fault::{FaultProxy, FaultSpec};
 use crate::s3::{upload_dir, S3Server};
 
 /// Bucket the datasets live in.
@@ -58,6 +59,12 @@ pub struct S3Dataset {
 }
 
 impl S3Dataset {
+    /// A fault-injecting proxy in front of this dataset's server.
+    pub fn proxy(&self, spec: FaultSpec) -> Result<FaultProxy> {
+        let upstream = format!("127.0.0.1:{}", self.server.port()).parse()?;
+        FaultProxy::start(upstream, spec)
+    }
+
     /// Generates `synth` under `dir`, serves it from `dir/s3` and indexes it.
     pub fn create(dir: &Path, synth: SynthConfig) -> Result<S3Dataset> {
         let server = S3Server::start(&dir.join("s3"))?;

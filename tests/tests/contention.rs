@@ -7,22 +7,19 @@
 use std::time::Duration;
 
 use shardstream_loader::Loader;
-use shardstream_tests::fault::{FaultProxy, FaultSpec};
+use shardstream_tests::fault::FaultSpec;
 use shardstream_tests::reliability::{contention, deliver, synth_config, S3Dataset, Worker};
 
 #[test]
 fn eight_processes_share_one_cache_dir() {
     let dir = tempfile::tempdir().unwrap();
     let ds = S3Dataset::create(dir.path(), synth_config("tar", 480, 48)).unwrap();
-    let upstream = format!("127.0.0.1:{}", ds.server.port()).parse().unwrap();
-    let proxy = FaultProxy::start(
-        upstream,
-        FaultSpec {
+    let proxy = ds
+        .proxy(FaultSpec {
             latency: Duration::from_millis(5),
             ..FaultSpec::none()
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let mut loader = Loader::new(ds.config(ds.server.storage_options(), 12)).unwrap();
     let baseline = deliver(&mut loader, &ds.synth, Duration::ZERO).ids;
     let total: u64 = ds.manifest.sizes().iter().sum();

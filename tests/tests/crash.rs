@@ -6,23 +6,20 @@
 use std::time::{Duration, Instant};
 
 use shardstream_loader::Loader;
-use shardstream_tests::fault::{FaultProxy, FaultSpec};
+use shardstream_tests::fault::FaultSpec;
 use shardstream_tests::reliability::{crash_loop, deliver, synth_config, S3Dataset, Worker};
 
 #[test]
 fn killed_workers_resume_with_exactly_the_remaining_samples() {
     let dir = tempfile::tempdir().unwrap();
     let ds = S3Dataset::create(dir.path(), synth_config("tar", 600, 40)).unwrap();
-    let upstream = format!("127.0.0.1:{}", ds.server.port()).parse().unwrap();
     // A little latency makes the epoch last long enough to be killed anywhere in it.
-    let proxy = FaultProxy::start(
-        upstream,
-        FaultSpec {
+    let proxy = ds
+        .proxy(FaultSpec {
             latency: Duration::from_millis(15),
             ..FaultSpec::none()
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let mut loader = Loader::new(ds.config(ds.server.storage_options(), 12)).unwrap();
     let baseline = deliver(&mut loader, &ds.synth, Duration::ZERO).ids;
     assert_eq!(baseline.len(), 600);

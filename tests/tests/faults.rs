@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use shardstream_loader::{Error, Loader, LoaderConfig};
-use shardstream_tests::fault::{FaultProxy, FaultSpec, FaultStats, Pareto};
+use shardstream_tests::fault::{FaultSpec, FaultStats, Pareto};
 use shardstream_tests::reliability::{deliver, synth_config, Delivery, S3Dataset, Tally};
 
 /// Runs `f` on a thread and fails the test if it takes longer than `limit` (a hang).
@@ -60,10 +60,7 @@ fn through(
     tweak: impl FnOnce(LoaderConfig) -> LoaderConfig + Send + 'static,
 ) -> (Delivery, FaultStats, Tally) {
     within(Duration::from_secs(60), move || {
-        let upstream = format!("127.0.0.1:{}", fx.ds.server.port())
-            .parse()
-            .unwrap();
-        let proxy = FaultProxy::start(upstream, spec).unwrap();
+        let proxy = fx.ds.proxy(spec).unwrap();
         let config = tweak(fx.ds.config(proxy.storage_options(), 16));
         let mut loader = Loader::new(config).unwrap();
         let d = deliver(&mut loader, &fx.ds.synth, Duration::ZERO);
@@ -220,14 +217,11 @@ fn everything_at_once_through_the_disk_cache() {
 fn concurrency_backs_off_in_a_storm_and_recovers() {
     let fx = fixture("parquet");
     let (min_in_storm, end) = within(Duration::from_secs(60), move || {
-        let upstream = format!("127.0.0.1:{}", fx.ds.server.port())
-            .parse()
-            .unwrap();
         let storm = FaultSpec {
             slowdown: 0.5,
             ..spec(8)
         };
-        let proxy = FaultProxy::start(upstream, storm).unwrap();
+        let proxy = fx.ds.proxy(storm).unwrap();
         let mut loader = Loader::new(fx.ds.config(proxy.storage_options(), 16)).unwrap();
         let mut ids = Vec::new();
         let mut min_in_storm = u64::MAX;

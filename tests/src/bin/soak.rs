@@ -17,7 +17,7 @@ use anyhow::{ensure, Result};
 use clap::Parser;
 use serde_json::json;
 use shardstream_loader::Loader;
-use shardstream_tests::fault::{FaultProxy, FaultSpec, FaultStats, Pareto};
+use shardstream_tests::fault::{FaultSpec, FaultStats, Pareto};
 use shardstream_tests::reliability::{
     contention, crash_loop, deliver, quantile, stream_events, synth_config, S3Dataset, Tally,
     Worker, WorkerEvent,
@@ -71,7 +71,6 @@ fn main() -> Result<()> {
         let base = deliver(&mut l, &ds.synth, Duration::ZERO);
         ensure!(base.error.is_none(), "baseline failed: {:?}", base.error);
         let baseline = base.ids;
-        let upstream = format!("127.0.0.1:{}", ds.server.port()).parse()?;
         if want("faults") {
             let mut injected = FaultStats::default();
             let mut tally = Tally::default();
@@ -90,7 +89,7 @@ fn main() -> Result<()> {
                     stall: 0.01,
                     ..FaultSpec::none()
                 };
-                let proxy = FaultProxy::start(upstream, spec)?;
+                let proxy = ds.proxy(spec)?;
                 let config = ds
                     .config(proxy.storage_options(), 32)
                     .with_request_timeout(Duration::from_millis(800));
@@ -143,7 +142,7 @@ fn main() -> Result<()> {
             let mut won = 0;
             for run in 0..args.hedge_runs * 2 {
                 let hedge = run % 2 == 0;
-                let proxy = FaultProxy::start(upstream, spec.clone().with_seed(99 + run / 2))?;
+                let proxy = ds.proxy(spec.clone().with_seed(99 + run / 2))?;
                 let config = ds.config(proxy.storage_options(), 32).with_hedge(hedge);
                 let mut l = Loader::new(config)?;
                 let d = deliver(&mut l, &ds.synth, Duration::ZERO);
@@ -178,14 +177,10 @@ fn main() -> Result<()> {
 
     if want("crash") || want("contention") || want("memory") {
         let ds = S3Dataset::create(&dir.join("procs"), synth_config("tar", 1200, 80))?;
-        let upstream = format!("127.0.0.1:{}", ds.server.port()).parse()?;
-        let proxy = FaultProxy::start(
-            upstream,
-            FaultSpec {
-                latency: Duration::from_millis(4),
-                ..FaultSpec::none()
-            },
-        )?;
+        let proxy = ds.proxy(FaultSpec {
+            latency: Duration::from_millis(4),
+            ..FaultSpec::none()
+        })?;
         let mut l = Loader::new(ds.config(ds.server.storage_options(), 12))?;
         let baseline = deliver(&mut l, &ds.synth, Duration::ZERO).ids;
         let total: u64 = ds.manifest.sizes().iter().sum();
