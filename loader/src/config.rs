@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shard_index::plan::ResumeState;
+use shard_index::storage::StorageConfig;
 use shard_index::{Manifest, StorageOptions};
 
 pub use shard_index::plan::{Mix, Window};
@@ -78,6 +79,10 @@ pub struct LoaderConfig {
     pub streams: Vec<StreamConfig>,
     /// object_store options for manifests and shards (see `shard_index::storage`).
     pub storage_options: StorageOptions,
+    /// Per-source options on top of `storage_options` (endpoints, regions, credentials per
+    /// bucket), in the format of `shard-index build --storage-config`; applied to each source
+    /// root of the manifests (default: none).
+    pub storage_config: Option<StorageConfig>,
     /// Samples per batch on this rank (the global batch is `batch_size × world`). Required.
     pub batch_size: u64,
     /// Columns to load, in output order; `None` = all columns of the schema.
@@ -157,6 +162,7 @@ impl LoaderConfig {
         LoaderConfig {
             streams: Vec::new(),
             storage_options: StorageOptions::new(),
+            storage_config: None,
             batch_size,
             columns: None,
             shuffle: true,
@@ -227,6 +233,12 @@ impl LoaderConfig {
 
     pub fn with_storage_options(mut self, options: StorageOptions) -> Self {
         self.storage_options = options;
+        self
+    }
+
+    /// Per-source storage options (see [`LoaderConfig::storage_config`]).
+    pub fn with_storage_config(mut self, config: StorageConfig) -> Self {
+        self.storage_config = Some(config);
         self
     }
 

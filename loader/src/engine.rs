@@ -754,7 +754,11 @@ impl Loader {
             let mut locations = Vec::new();
             let mut local_roots = Vec::new();
             for root in &manifest.meta.sources {
-                let loc = Location::open(root, &shard_storage_options(&config.storage_options))?;
+                let options = match &config.storage_config {
+                    Some(per_source) => per_source.options_for(root, &config.storage_options),
+                    None => config.storage_options.clone(),
+                };
+                let loc = Location::open(root, &shard_storage_options(&options))?;
                 let local = if loc.url.starts_with("file:") {
                     shard_index::storage::to_url(&loc.url)?.to_file_path().ok()
                 } else {

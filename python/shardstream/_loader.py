@@ -150,6 +150,17 @@ def _pin(pin_memory: Union[bool, str]) -> str:
     raise ConfigError(f"pin_memory must be True, False, 'auto', 'always' or 'never'; got {pin_memory!r}")
 
 
+def _storage_config_text(config: Union[str, "os.PathLike[str]", Mapping[str, Any]]) -> str:
+    """The per-source storage config as JSON text: a dict, or the path of a JSON file."""
+    if isinstance(config, Mapping):
+        return json.dumps(config)
+    try:
+        with open(os.fspath(config), encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"storage_config {config!s}: {e}") from e
+
+
 def native_kwargs(
     source: Source,
     *,
@@ -166,6 +177,7 @@ def native_kwargs(
     cache_limit: Optional[Size] = None,
     prefetch_bytes: Optional[Size] = None,
     storage_options: Optional[Mapping[str, Any]] = None,
+    storage_config: Optional[Union[str, "os.PathLike[str]", Mapping[str, Any]]] = None,
     pin_memory: Union[bool, str] = "auto",
     epoch: int = 0,
     epoch_size: Optional[int] = None,
@@ -208,6 +220,8 @@ def native_kwargs(
         kw["prefetch_bytes"] = parse_size(prefetch_bytes, "prefetch_bytes")
     if storage_options:
         kw["storage_options"] = {str(k): str(v) for k, v in storage_options.items()}
+    if storage_config is not None:
+        kw["storage_config"] = _storage_config_text(storage_config)
     if epoch_size is not None:
         kw["epoch_size"] = _count(epoch_size, "epoch_size", 1)
     if canonical_nodes is not None:
@@ -357,6 +371,10 @@ class Loader:
         cache_dir, cache_limit: node-local disk cache shared by all ranks of a node.
         prefetch_bytes: memory budget of the look-ahead (default 512 MiB).
         storage_options: object_store options (``aws_endpoint``, ``aws_region``, …).
+        storage_config: per-source options on top of ``storage_options`` for manifests over
+            several buckets or endpoints: a dict or a JSON file in ``shard-index build
+            --storage-config``'s format (``{"defaults": {...}, "sources": [{"match": URL
+            prefix or glob, "options": {...}}]}``).
         pin_memory: ``"auto"`` (page-locked when a CUDA driver is present; True means the same),
             ``"always"`` or ``"never"`` (False).
         device: e.g. ``"cuda"``: copy every tensor there asynchronously on a side stream.
@@ -390,6 +408,7 @@ class Loader:
         cache_limit: Optional[Size] = None,
         prefetch_bytes: Optional[Size] = None,
         storage_options: Optional[Mapping[str, Any]] = None,
+        storage_config: Optional[Union[str, "os.PathLike[str]", Mapping[str, Any]]] = None,
         pin_memory: Union[bool, str] = "auto",
         device: Any = None,
         output: str = "torch",
@@ -422,6 +441,7 @@ class Loader:
             cache_limit=cache_limit,
             prefetch_bytes=prefetch_bytes,
             storage_options=storage_options,
+            storage_config=storage_config,
             pin_memory=pin_memory,
             epoch=epoch,
             epoch_size=epoch_size,

@@ -102,6 +102,7 @@ class Loader:
         pin_memory: str = "auto",
         pin_device: Optional[int] = None,
         storage_options: Optional[Mapping[str, str]] = None,
+        storage_config: Optional[str] = None,
         resume: Optional[str] = None,
         epoch: int = 0,
     ) -> "Loader": ...

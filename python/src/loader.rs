@@ -250,7 +250,7 @@ impl Loader {
         rank=0, worker=None, canonical_nodes=None, cache_dir=None, cache_limit=None,
         prefetch_bytes=None, io_concurrency=None, io_threads=None, decode_threads=None,
         batch_queue=None, list_mode=None, list_modes=None, pin_memory="auto", pin_device=None,
-        storage_options=None, resume=None, epoch=0
+        storage_options=None, storage_config=None, resume=None, epoch=0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -281,6 +281,7 @@ impl Loader {
         pin_memory: &str,
         pin_device: Option<u32>,
         storage_options: Option<HashMap<String, String>>,
+        storage_config: Option<String>,
         resume: Option<String>,
         epoch: u64,
     ) -> PyResult<Loader> {
@@ -366,6 +367,11 @@ impl Loader {
         }
         if let Some(options) = storage_options {
             config = config.with_storage_options(options.into_iter().collect());
+        }
+        if let Some(text) = storage_config {
+            let per_source =
+                shard_index::StorageConfig::from_json(&text, "storage_config").map_err(to_pyerr)?;
+            config = config.with_storage_config(per_source);
         }
         if let Some(text) = resume {
             config = config.with_resume(ResumeState::from_json(&text).map_err(to_pyerr)?);

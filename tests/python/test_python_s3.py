@@ -110,3 +110,26 @@ def test_ctrl_c_interrupts_a_blocked_iteration(s3_dataset, tmp_path):
         assert elapsed < 3, f"took {elapsed:.2f}s to react to SIGINT (a batch takes >= 4 s)"
     finally:
         slow.stop()
+
+
+def test_per_source_storage_config_routes_each_source(s3_dataset, tmp_path):
+    server, _, data = s3_dataset
+    local_manifest = str(tmp_path / "manifest.parquet")
+    shardstream.index(
+        server.url("ds/"), local_manifest, include=["part-*"], storage_options=server.storage_options
+    )
+    # The shared options point nowhere useful; only the per-source rule names the endpoint.
+    base = dict(server.storage_options, aws_endpoint="http://127.0.0.1:9")
+    rules = {"sources": [{"match": server.url("ds"), "options": {"aws_endpoint": server.endpoint}}]}
+    config_file = tmp_path / "storage.json"
+    config_file.write_text(json.dumps(rules))
+    for config in (rules, config_file):
+        loader = shardstream.Loader(
+            local_manifest, batch_size=50, columns=["id"], storage_options=base, storage_config=config
+        )
+        ids = sorted(int(i) for batch in loader for i in batch["id"])
+        assert ids == list(range(data.samples))
+    with pytest.raises(shardstream.ConfigError, match="storage_config"):
+        shardstream.Loader(local_manifest, batch_size=8, storage_config={"sources": [{"match": "x", "nope": 1}]})
+    with pytest.raises(shardstream.ConfigError, match="storage_config"):
+        shardstream.Loader(local_manifest, batch_size=8, storage_config=tmp_path / "missing.json")
