@@ -13,9 +13,9 @@
 //! A column qualifies ([`PlainLeaf::for_column`]) when its Parquet physical type has the width
 //! of its Arrow type (INT32 as Int32/UInt32, INT64, FLOAT, DOUBLE) and it is a number or a
 //! single-level list of numbers. A chunk whose pages turn out to use another encoding
-//! (dictionary, delta, byte-stream-split) or hold nulls makes [`decode_column`] return `None`,
-//! and the engine decodes that chunk with the Arrow reader instead, so the fast path never
-//! changes what a batch holds — only how fast it is built.
+//! (dictionary, delta, byte-stream-split) or hold nulls makes [`decode_column`] return
+//! [`Declined::Fallback`], and the engine decodes that chunk with the Arrow reader instead, so
+//! the fast path never changes what a batch holds — only how fast it is built.
 
 use std::ops::Range;
 use std::sync::Arc;
