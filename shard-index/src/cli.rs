@@ -8,6 +8,7 @@
 //! the command the Python package installs. It is binary code all the same — the one place in
 //! the crate where anyhow, clap and indicatif are used.
 
+use crate::fanout::ListStats;
 use crate::format::{Compression, FormatChoice, ShardFormat, ShardKind};
 use crate::indexer::{self, BuildSummary, IndexOptions, Reporter};
 use crate::manifest::{Manifest, PartInfo};
@@ -44,6 +45,9 @@ enum Command {
     Build(BuildArgs),
     /// Combine the partial manifests of `build --part I/N` into the full manifest.
     Merge(MergeArgs),
+    /// List sources as `build` would (filters, --part, the split of the listing) and read
+    /// nothing: a dry run that reports what listing costs.
+    List(ListArgs),
     /// Re-list the manifest's sources; re-read only new or changed objects.
     Update(UpdateArgs),
     /// Summarise a manifest.
@@ -120,7 +124,7 @@ struct StoreArgs {
     /// Objects read at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// LIST requests in flight at once (over sources and their first-level prefixes).
+    /// LIST requests in flight at once (over sources and their prefixes).
     #[arg(long, default_value_t = 16)]
     list_concurrency: usize,
 }
@@ -138,6 +142,10 @@ struct BuildArgs {
     /// partial manifest for `merge`.
     #[arg(long, value_name = "I/N", value_parser = parse_part)]
     part: Option<PartInfo>,
+    /// With --part: list every source in full in every part (keeping 1/N by key hash) instead
+    /// of splitting the listing by prefix; every part of a build must agree.
+    #[arg(long, requires = "part")]
+    no_split_listing: bool,
     /// Where to write the manifest (local path or URL).
     #[arg(short, long)]
     output: String,
@@ -156,6 +164,30 @@ struct BuildArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[arg(required_unless_present = "sources_file")]
+    source: Vec<String>,
+    #[arg(long, value_name = "FILE")]
+    sources_file: Option<PathBuf>,
+    #[arg(long, value_name = "I/N", value_parser = parse_part)]
+    part: Option<PartInfo>,
+    #[arg(long, requires = "part")]
+    no_split_listing: bool,
+    #[arg(long, default_value = "auto")]
+    format: FormatChoice,
+    #[arg(long)]
+    include: Vec<String>,
+    #[arg(long)]
+    exclude: Vec<String>,
+    #[arg(long)]
+    skip_bad: bool,
+    #[command(flatten)]
+    store: StoreArgs,
     #[arg(long)]
     json: bool,
 }
@@ -295,6 +327,7 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Build(a) => build(a, quiet),
         Command::Merge(a) => merge(a, quiet),
+        Command::List(a) => list(a, quiet),
         Command::Update(a) => update(a, quiet),
         Command::Inspect(a) => inspect(a),
         Command::Verify(a) => verify(a, quiet),
@@ -319,9 +352,9 @@ fn options(store: &StoreArgs, skip_bad: bool) -> Result<IndexOptions> {
 }
 
 /// SOURCE... followed by the lines of --sources-file.
-fn read_sources(a: &BuildArgs) -> Result<Vec<String>> {
-    let mut sources = a.source.clone();
-    if let Some(path) = &a.sources_file {
+fn read_sources(source: &[String], sources_file: &Option<PathBuf>) -> Result<Vec<String>> {
+    let mut sources = source.to_vec();
+    if let Some(path) = sources_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the sources file {}", path.display()))?;
         sources.extend(
@@ -343,9 +376,10 @@ fn build(a: BuildArgs, quiet: bool) -> Result<u8> {
         include: a.include.clone(),
         exclude: a.exclude.clone(),
         part: a.part,
+        split_listing: !a.no_split_listing,
         ..options(&a.store, a.skip_bad)?
     };
-    let sources = read_sources(&a)?;
+    let sources = read_sources(&a.source, &a.sources_file)?;
     let bar = Bar::new(quiet || a.json, "indexing");
     let (manifest, summary) = block_on(indexer::build(&sources, &opts, &bar))??;
     manifest
@@ -374,6 +408,50 @@ fn merge(a: MergeArgs, quiet: bool) -> Result<u8> {
         .write_to(&a.output, &opts)
         .with_context(|| format!("writing {}", a.output))?;
     report_merge(&summary, &a.output, a.json, quiet)
+}
+
+fn list(a: ListArgs, quiet: bool) -> Result<u8> {
+    let opts = IndexOptions {
+        format: a.format,
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
+        part: a.part,
+        split_listing: !a.no_split_listing,
+        ..options(&a.store, a.skip_bad)?
+    };
+    let sources = read_sources(&a.source, &a.sources_file)?;
+    let bar = Bar::new(quiet || a.json, "listing");
+    let s = block_on(indexer::list(&sources, &opts, &bar))??;
+    bar.finish();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if !quiet {
+        println!(
+            "listed {} objects in {:.2}s: {} shards, {} selected{}",
+            s.objects_listed,
+            s.seconds,
+            s.candidates,
+            s.selected,
+            a.part
+                .map(|p| format!(" for part {}/{}", p.index, p.count))
+                .unwrap_or_default()
+        );
+        print_listing(&s.listing);
+        for b in &s.bad_sources {
+            println!("skipped source {}: {}", b.source, b.error);
+        }
+    }
+    Ok(0)
+}
+
+/// One line on how listing was split (parts only).
+fn print_listing(l: &ListStats) {
+    if l.scheme.is_some() {
+        println!(
+            "listing: {} LIST requests ({} by the walk every part makes), {} of {} units at depth {}, {} sources listed in full by every part",
+            l.list_requests, l.walk_requests, l.units_owned, l.units_total, l.depth, l.fallback_sources
+        );
+    }
 }
 
 fn report_merge(s: &MergeSummary, output: &str, json: bool, quiet: bool) -> Result<u8> {
@@ -409,6 +487,7 @@ fn report_build(s: &BuildSummary, output: &str, json: bool, quiet: bool) -> Resu
                 "part {}/{} (a partial manifest: `shard-index merge` all {} parts)",
                 p.index, p.count, p.count
             );
+            print_listing(&s.listing);
         }
         println!(
             "wrote {output}: {} shards, {} samples, {} in {:.2}s ({:.0} shards/s, {} read)",

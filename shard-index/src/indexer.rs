@@ -13,22 +13,23 @@
 //! Many sources (thousands of buckets and prefixes) are listed concurrently
 //! ([`IndexOptions::list_concurrency`]), each fanned out over its first-level prefixes, with
 //! pages streamed rather than collected, so listing time is not the sum over sources and memory
-//! holds only the objects this build (or this part, see [`crate::parts`]) will read. Sources
+//! holds only the objects this build (or this part) will read; a part lists only its share of
+//! the prefixes where the layout allows ([`crate::fanout`]). Sources
 //! that would count a shard twice (one inside another) are refused before anything is listed.
 //! A source that cannot be listed, or lists no shard, fails the build unless
 //! [`IndexOptions::skip_bad`] is set, which records it in [`BuildSummary::bad_sources`].
 
 use crate::error::{Error, Result};
+use crate::fanout::{list_sources, ListStats};
 use crate::format::{is_ignored_name, FormatChoice, ShardFormat, ShardKind};
 use crate::manifest::{Manifest, PartInfo, ShardEntry};
-use crate::parts::{display_in, stable_hash, BuildRecord, PartDetail, SourceListing};
+use crate::parts::{display_in, BuildRecord, PartDetail, PartListing};
 use crate::scan::parquet::FooterHint;
 use crate::scan::{self, ScannedShard};
 use crate::schema::reconcile;
 use crate::storage::{canonical_source, is_within, Location, StorageConfig, StorageOptions};
 use futures::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -54,8 +55,12 @@ pub struct IndexOptions {
     pub storage_config: StorageConfig,
     /// Build only this part of the objects (`--part I/N`): a partial manifest for `merge`.
     pub part: Option<PartInfo>,
-    /// LIST requests in flight at once (sources and their first-level prefixes).
+    /// LIST requests in flight at once (sources and their prefixes).
     pub list_concurrency: usize,
+    /// With `part`: split the listing between parts by prefix fan-out (see [`crate::fanout`]);
+    /// off, every part lists everything and keeps its 1/N by key hash. All parts of a build
+    /// must agree (`merge` checks).
+    pub split_listing: bool,
 }
 
 impl IndexOptions {
@@ -90,6 +95,7 @@ impl Default for IndexOptions {
             storage_config: StorageConfig::default(),
             part: None,
             list_concurrency: 16,
+            split_listing: true,
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct BuildSummary {
     pub bad_sources: Vec<BadSource>,
     /// The part this build covers (`--part I/N`); its manifest is partial.
     pub part: Option<PartInfo>,
+    /// What listing cost, and how it was split between parts.
+    pub listing: ListStats,
     pub seconds: f64,
     pub shards_per_s: f64,
     pub fingerprint: String,
@@ -150,25 +158,12 @@ pub struct BuildSummary {
 }
 
 /// A listed object that looks like a shard.
-struct Candidate {
-    source: u32,
-    relative: String,
-    display: String,
-    meta: ObjectMeta,
-    kind: ShardKind,
-}
-
-struct Listing {
-    /// Root URL of each source, as the manifest records it.
-    roots: Vec<String>,
-    /// The store of each source (`None` for a source skipped as bad).
-    stores: Vec<Option<Arc<dyn ObjectStore>>>,
-    /// The objects this build will read, sorted by (source, path).
-    candidates: Vec<Candidate>,
-    listings: Vec<SourceListing>,
-    bad_sources: Vec<BadSource>,
-    listed: u64,
-    ignored: u64,
+pub(crate) struct Candidate {
+    pub source: u32,
+    pub relative: String,
+    pub display: String,
+    pub meta: ObjectMeta,
+    pub kind: ShardKind,
 }
 
 /// Indexes `sources` (URLs or local paths) into a manifest.
@@ -186,11 +181,13 @@ pub struct ListSummary {
     pub sources: usize,
     pub objects_listed: u64,
     pub objects_ignored: u64,
-    /// Objects that look like shards, in all parts together.
+    /// Objects that look like shards, among those listed.
     pub candidates: u64,
     /// Of those, the ones this build (or this part) would read.
     pub selected: u64,
     pub bad_sources: Vec<BadSource>,
+    /// What listing cost, and how it was split between parts.
+    pub listing: ListStats,
     pub seconds: f64,
 }
 
@@ -211,9 +208,15 @@ pub async fn list(
         sources: sources.len(),
         objects_listed: listing.listed,
         objects_ignored: listing.ignored,
-        candidates: listing.listings.iter().map(|l| l.candidates).sum(),
+        candidates: listing
+            .shared
+            .iter()
+            .chain(&listing.owned)
+            .map(|l| l.candidates)
+            .sum(),
         selected: listing.candidates.len() as u64,
         bad_sources: listing.bad_sources,
+        listing: listing.stats,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -254,6 +257,7 @@ async fn build_with_previous(
     }
     let filter = Filter::new(options)?;
     let listing = list_sources(sources, options, &filter, reporter).await?;
+    let known_empty = listing.known_empty();
 
     // Split into objects we can reuse from the previous manifest and objects to read.
     let listed: HashSet<(u32, String)> = listing
@@ -330,8 +334,7 @@ async fn build_with_previous(
         }
     }
     bad.sort_by(|a, b| a.path.cmp(&b.path));
-    let nothing_listed = listing.listings.iter().all(|l| l.candidates == 0);
-    if shards.is_empty() && (options.part.is_none() || nothing_listed) {
+    if shards.is_empty() && (options.part.is_none() || known_empty) {
         return Err(Error::EmptySource {
             location: describe_sources(sources),
             filter: filter.describe(),
@@ -346,7 +349,16 @@ async fn build_with_previous(
             );
             Some(Box::new(PartDetail {
                 options: options.record(),
-                listings: listing.listings.clone(),
+                listings: listing.shared.clone(),
+                listing: PartListing {
+                    plan: listing.plan.clone(),
+                    owned_units: listing.owned_units.clone(),
+                    owned: listing.owned.clone(),
+                    owned_listed: listing.owned_listed,
+                    owned_ignored: listing.owned_ignored,
+                    unit_failures: listing.unit_failures.clone(),
+                    filter: filter.describe(),
+                },
                 bad_sources: listing.bad_sources.clone(),
                 bad_objects: bad.clone(),
                 schemas,
@@ -374,6 +386,7 @@ async fn build_with_previous(
         bad,
         bad_sources: listing.bad_sources,
         part: options.part,
+        listing: listing.stats.clone(),
         seconds,
         shards_per_s: manifest.meta.totals.shards as f64 / seconds.max(1e-9),
         fingerprint: manifest.meta.fingerprint.clone(),
@@ -401,7 +414,7 @@ fn same_version(entry: &ShardEntry, seen: &ObjectMeta) -> bool {
 }
 
 /// Include/exclude globs and the format choice.
-struct Filter {
+pub(crate) struct Filter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     format: FormatChoice,
@@ -440,7 +453,7 @@ impl Filter {
         })
     }
 
-    fn kind_of(&self, relative: &str) -> Option<ShardKind> {
+    pub(crate) fn kind_of(&self, relative: &str) -> Option<ShardKind> {
         if relative.is_empty() || is_ignored_name(relative) {
             return None;
         }
@@ -453,7 +466,7 @@ impl Filter {
         ShardKind::resolve(relative, self.format)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         self.text.clone()
     }
 }
@@ -470,7 +483,7 @@ pub(crate) fn describe_sources(sources: &[String]) -> String {
 
 /// Refuses sources of which one lies inside another (or is given twice), by canonical URL:
 /// they would list the same objects, and the dataset would count those shards twice.
-fn check_overlaps(sources: &[String]) -> Result<()> {
+pub(crate) fn check_overlaps(sources: &[String]) -> Result<()> {
     let urls = sources
         .iter()
         .map(|s| canonical_source(s))
@@ -504,247 +517,6 @@ fn check_overlaps(sources: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// What listing one source (or one of its prefixes) found; partial results add up.
-#[derive(Default)]
-struct Found {
-    candidates: Vec<Candidate>,
-    listing: SourceListing,
-    listed: u64,
-    ignored: u64,
-}
-
-impl Found {
-    fn add(&mut self, other: Found) {
-        self.candidates.extend(other.candidates);
-        self.listing.candidates += other.listing.candidates;
-        self.listing.digest = self.listing.digest.wrapping_add(other.listing.digest);
-        self.listed += other.listed;
-        self.ignored += other.ignored;
-    }
-}
-
-/// Files one listed object: ignored, another part's, or a candidate of this build.
-struct Sorter<'a> {
-    source: u32,
-    root: &'a Location,
-    filter: &'a Filter,
-    part: Option<PartInfo>,
-}
-
-impl Sorter<'_> {
-    fn take(&self, found: &mut Found, meta: ObjectMeta) {
-        found.listed += 1;
-        let relative = self.root.relative(&meta.location).to_string();
-        let Some(kind) = self.filter.kind_of(&relative) else {
-            found.ignored += 1;
-            return;
-        };
-        // Every part sees every candidate: the digest lets `merge` check the parts agree.
-        let mut id = Vec::with_capacity(relative.len() + 48);
-        id.extend_from_slice(relative.as_bytes());
-        id.push(0);
-        id.extend_from_slice(&meta.size.to_le_bytes());
-        match &meta.e_tag {
-            Some(etag) => id.extend_from_slice(etag.as_bytes()),
-            None => id.extend_from_slice(&meta.last_modified.timestamp_millis().to_le_bytes()),
-        }
-        found.listing.candidates += 1;
-        found.listing.digest = found.listing.digest.wrapping_add(stable_hash(&id));
-        let display = self.root.display(&relative);
-        if self.part.is_some_and(|p| !p.selects(&display)) {
-            return;
-        }
-        found.candidates.push(Candidate {
-            source: self.source,
-            display,
-            relative,
-            meta,
-            kind,
-        });
-    }
-}
-
-/// Lists every source, `options.list_concurrency` LIST requests at a time.
-async fn list_sources(
-    sources: &[String],
-    options: &IndexOptions,
-    filter: &Filter,
-    reporter: &dyn Reporter,
-) -> Result<Listing> {
-    check_overlaps(sources)?;
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(options.list_concurrency));
-    let mut results: Vec<(usize, Result<(Location, Found)>)> =
-        futures::stream::iter(sources.iter().enumerate().map(|(i, raw)| {
-            let semaphore = semaphore.clone();
-            async move {
-                let r = list_source(i as u32, raw, options, filter, &semaphore, reporter).await;
-                (i, r)
-            }
-        }))
-        .buffer_unordered(options.list_concurrency)
-        .collect()
-        .await;
-    results.sort_by_key(|(i, _)| *i);
-    let mut listing = Listing {
-        roots: Vec::with_capacity(sources.len()),
-        stores: Vec::with_capacity(sources.len()),
-        candidates: Vec::new(),
-        listings: Vec::with_capacity(sources.len()),
-        bad_sources: Vec::new(),
-        listed: 0,
-        ignored: 0,
-    };
-    for (i, result) in results {
-        let raw = &sources[i];
-        let failure = match result {
-            Ok((loc, found)) if found.listing.candidates > 0 => {
-                listing.roots.push(loc.url.clone());
-                listing.stores.push(Some(loc.store.clone()));
-                listing.listings.push(found.listing);
-                listing.listed += found.listed;
-                listing.ignored += found.ignored;
-                listing.candidates.extend(found.candidates);
-                continue;
-            }
-            Ok((loc, found)) => {
-                let empty = Error::EmptySource {
-                    location: loc.url.clone(),
-                    filter: filter.describe(),
-                };
-                listing.listed += found.listed;
-                listing.ignored += found.ignored;
-                (loc.url, empty)
-            }
-            // A malformed URL or option is a mistake in the command, never something to skip.
-            Err(e @ (Error::Config(_) | Error::InvalidLocation { .. })) => return Err(e),
-            Err(e) => (canonical_source(raw)?, e),
-        };
-        let (url, error) = failure;
-        if !options.skip_bad {
-            // The error keeps its own type (permission, not found, storage...) and names the
-            // source's URL; `--skip-bad` is the way past it.
-            return Err(error);
-        }
-        listing.bad_sources.push(BadSource {
-            source: url.clone(),
-            error: error.to_string(),
-        });
-        listing.roots.push(url);
-        listing.stores.push(None);
-        listing.listings.push(SourceListing {
-            candidates: 0,
-            digest: 0,
-        });
-    }
-    // Deterministic work order (and so deterministic "first error" at concurrency 1).
-    listing
-        .candidates
-        .sort_by(|a, b| (a.source, &a.relative).cmp(&(b.source, &b.relative)));
-    Ok(listing)
-}
-
-/// Lists one source: the objects directly under its root and, concurrently, each first-level
-/// prefix (object stores list one prefix sequentially, a page of 1,000 keys per request, so
-/// fanning out is what makes one large source list in parallel). A source naming one object
-/// becomes that object under its parent.
-async fn list_source(
-    index: u32,
-    raw: &str,
-    options: &IndexOptions,
-    filter: &Filter,
-    semaphore: &tokio::sync::Semaphore,
-    reporter: &dyn Reporter,
-) -> Result<(Location, Found)> {
-    let url = canonical_source(raw)?;
-    let loc = Location::open(raw, &options.options_for(&url))?;
-    let store = loc.store.clone();
-    let root = (!loc.prefix.as_ref().is_empty()).then(|| loc.prefix.clone());
-    let sorter = Sorter {
-        source: index,
-        root: &loc,
-        filter,
-        part: options.part,
-    };
-    let mut found = Found::default();
-    let top = {
-        let _permit = semaphore.acquire().await.expect("never closed");
-        store.list_with_delimiter(root.as_ref()).await
-    };
-    let prefixes = match top {
-        Ok(top) => {
-            for meta in top.objects {
-                sorter.take(&mut found, meta);
-            }
-            top.common_prefixes
-        }
-        Err(e) => {
-            // A local path that does not exist, or is a file, does not list: let the
-            // single-object and empty-source logic below explain.
-            let missing = matches!(e, object_store::Error::NotFound { .. });
-            let is_object = match &root {
-                Some(r) if !missing => scan::head(store.as_ref(), r, &loc.url).await.is_ok(),
-                _ => false,
-            };
-            if !missing && !is_object {
-                return Err(Error::storage(loc.url.clone(), e));
-            }
-            Vec::new()
-        }
-    };
-    reporter.listed(found.listed);
-    let mut subs = futures::stream::iter(prefixes.into_iter().map(|prefix| {
-        let store = store.clone();
-        let sorter = &sorter;
-        async move { list_prefix(store.as_ref(), &prefix, sorter, semaphore, reporter).await }
-    }))
-    .buffer_unordered(8);
-    while let Some(sub) = subs.next().await {
-        found.add(sub.map_err(|e| Error::storage(loc.url.clone(), e))?);
-    }
-    drop(subs);
-    if found.listed == 0 {
-        if let Some(root) = &root {
-            // The source may name one object rather than a prefix.
-            if let Ok(meta) = scan::head(store.as_ref(), root, &loc.url).await {
-                let parent = loc.parent();
-                let sorter = Sorter {
-                    source: index,
-                    root: &parent,
-                    filter,
-                    part: options.part,
-                };
-                sorter.take(&mut found, meta);
-                return Ok((parent, found));
-            }
-        }
-    }
-    Ok((loc, found))
-}
-
-/// Lists everything under `prefix`, page by page, keeping only what `sorter` keeps.
-async fn list_prefix(
-    store: &dyn ObjectStore,
-    prefix: &StorePath,
-    sorter: &Sorter<'_>,
-    semaphore: &tokio::sync::Semaphore,
-    reporter: &dyn Reporter,
-) -> std::result::Result<Found, object_store::Error> {
-    let _permit = semaphore.acquire().await.expect("never closed");
-    let mut found = Found::default();
-    let mut pages = store.list(Some(prefix));
-    let mut since_report = 0u64;
-    while let Some(meta) = pages.next().await {
-        sorter.take(&mut found, meta?);
-        since_report += 1;
-        if since_report == 1000 {
-            reporter.listed(since_report);
-            since_report = 0;
-        }
-    }
-    reporter.listed(since_report);
-    Ok(found)
 }
 
 async fn scan_all(

@@ -7,6 +7,7 @@
 //! - [`scan`] describes one shard: a Parquet footer, or one streaming pass over a tar/JSONL.
 //! - [`schema`] reconciles shard schemas into one dataset schema.
 //! - [`indexer`] lists sources and builds, updates and verifies manifests concurrently.
+//! - [`fanout`] lists sources, splitting the listing between parts by prefix fan-out.
 //! - [`manifest`] is the on-disk contract: a deterministic, versioned Parquet file.
 //! - [`parts`] splits a build into N independent parts (`--part I/N`) and merges them.
 //! - [`plan`] turns manifests, seed, epoch and topology into every consumer's sample order.
@@ -23,6 +24,7 @@
 pub mod cli;
 pub mod deep;
 pub mod error;
+pub mod fanout;
 pub mod format;
 pub mod indexer;
 pub mod manifest;

@@ -1,30 +1,38 @@
 //! Partitioned builds (`shard-index build --part I/N`) and merging their partial manifests.
 //!
 //! A dataset of millions of shards is indexed by N independent processes, started by any job
-//! launcher (a Slurm array, a Kubernetes indexed Job, Ray tasks), with no coordinator: part `I`
-//! keeps the objects whose [`stable_hash`] of their full URL is `I` modulo `N`, so parts are
-//! balanced whatever the layout of the buckets, and [`merge`] combines the N partial manifests
-//! into exactly the bytes one process would have written.
+//! launcher (a Slurm array, a Kubernetes indexed Job, Ray tasks), with no coordinator, and
+//! [`merge`] combines the N partial manifests into exactly the bytes one process would have
+//! written.
 //!
-//! What is split and what is not: describing shards (the footer reads and decoding that make
-//! up nearly all of the work) is split N ways. Listing is not — a hash of a key is only known
-//! once the key has been listed — so every part lists every source, but it lists them in
-//! parallel (sources and their first-level prefixes at once), streams the pages and keeps only
-//! its own 1/N of the objects, so its memory is O(objects / N) and listing costs one LIST
-//! request per 1,000 objects per part. Splitting the listing itself by prefix would make the
-//! parts' sizes depend on the layout (one huge prefix, one part), which is what the hash avoids.
+//! Which objects a part holds: listing is split by prefix fan-out ([`crate::fanout`]). All
+//! parts walk the sources' top levels alike and agree on a plan of *listing units* (prefixes);
+//! each unit is listed by one part only, which keeps every object under it. Objects at the
+//! levels every part walks, and layouts too flat to split (fallback), are split by the
+//! [`stable_hash`] of their full URL instead: part `I` keeps those whose hash is `I` modulo
+//! `N`. So describing shards (the footer reads and decoding that make up nearly all of the
+//! work) is always split N ways, and listing is split too where the layout has enough
+//! prefixes; `--no-split-listing` keeps the older scheme, where every part lists everything and
+//! keeps its 1/N by key hash.
 //!
 //! Byte-identical merge: the sample schema of a dataset depends on the order in which shard
 //! schemas are reconciled (JSONL field order, which shard counts as "first", which shards
 //! `--skip-bad` rejects), so a part does not reduce its shards' schemas to one. It keeps every
 //! shard it described, with each shard's own schema (deduplicated, run-length encoded per row in
 //! [`PartDetail`]), and [`merge`] reconciles the union in manifest order, exactly as a single
-//! build does. Parts also record how each source listed (object count and an order-independent
-//! digest of names, sizes and etags): parts that saw different listings, came from different
-//! source lists, options or builder versions, or overlap, are refused with a message naming
-//! which.
+//! build does. Whether a source holds any shard (a single build fails, or with `--skip-bad`
+//! skips, one that holds none) is decided by `merge` too when the source's units are spread
+//! over the parts, from the sum of the parts' counts.
+//!
+//! Checks: parts record how each source listed where every part lists (object count and an
+//! order-independent digest of names, sizes and etags), the listing plan (scheme, depth, units
+//! per source, fallback prefixes, a digest of the units) and the units each listed. Parts that
+//! saw different listings or plans, came from different source lists, options or builder
+//! versions, overlap (a shard or a unit in two parts), or hold a row that is not theirs, are
+//! refused with a message naming which.
 
 use crate::error::{Error, Result};
+use crate::fanout::{check_owned_units, plan_difference, prefix_at_depth, ListingPlan, PlanPrefix};
 use crate::indexer::{BadObject, BadSource, Reporter};
 use crate::manifest::{Manifest, PartInfo, ShardEntry};
 use crate::schema::reconcile;
@@ -32,7 +40,7 @@ use crate::storage::StorageOptions;
 use arrow_schema::Schema;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 /// A 64-bit hash that never changes between builds, platforms or Rust versions (FNV-1a, then a
@@ -75,11 +83,10 @@ impl PartInfo {
     }
 }
 
-/// How one source listed: the same in every part of a build, so parts can be checked against
-/// each other.
+/// How one source listed (at the levels every part lists, or under one part's own units).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceListing {
-    /// Objects that look like shards (after filters), in all parts together.
+    /// Objects that look like shards (after filters).
     pub candidates: u64,
     /// Sum of a stable hash of each candidate's (path, size, etag or time): independent of
     /// listing order, different when the store changed between two parts' listings.
@@ -103,8 +110,11 @@ pub type SchemaRuns = Vec<(u32, u64)>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartDetail {
     pub options: BuildRecord,
-    /// One per source, in source order.
+    /// One per source, in source order: what every part lists alike (shared levels of the
+    /// walk and fallback prefixes; everything without split listing).
     pub listings: Vec<SourceListing>,
+    /// How the listing was split, and this part's share of it.
+    pub listing: PartListing,
     /// Sources skipped (`--skip-bad`): unreachable or empty.
     pub bad_sources: Vec<BadSource>,
     /// This part's objects that could not be described (`--skip-bad`).
@@ -113,9 +123,28 @@ pub struct PartDetail {
     pub schemas: Vec<Schema>,
     /// Index into `schemas` of each row, run-length encoded: `(schema, rows)` in row order.
     pub schema_runs: SchemaRuns,
+    /// Objects this part listed (shared levels and its own units), and of those not shards.
     pub objects_listed: u64,
     pub objects_ignored: u64,
     pub bytes_read: u64,
+}
+
+/// A part's side of the split listing ([`crate::fanout`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartListing {
+    /// The same in every part of a build.
+    pub plan: ListingPlan,
+    /// The listing units this part listed, sorted.
+    pub owned_units: Vec<PlanPrefix>,
+    /// Per source (source order; may be empty): the candidates under this part's units.
+    pub owned: Vec<SourceListing>,
+    /// Objects under this part's units, and of those not shards.
+    pub owned_listed: u64,
+    pub owned_ignored: u64,
+    /// Sources this part dropped because one of its units failed to list (`--skip-bad`).
+    pub unit_failures: Vec<BadSource>,
+    /// The build's filters as error messages name them (for a source found empty by `merge`).
+    pub filter: String,
 }
 
 impl PartDetail {
@@ -314,6 +343,15 @@ pub fn merge(parts: &[(String, Manifest)]) -> Result<(Manifest, MergeSummary)> {
                 ),
             ));
         }
+        if detail.listing.plan != detail0.listing.plan {
+            let why = plan_difference(
+                &detail.listing.plan,
+                &detail0.listing.plan,
+                first_path,
+                &first.meta.sources,
+            );
+            return Err(part_error(path, why));
+        }
         if let Some(i) = (0..detail.listings.len().min(detail0.listings.len()))
             .find(|&i| detail.listings[i] != detail0.listings[i])
             .or((detail.listings.len() != detail0.listings.len()).then_some(0))
@@ -321,7 +359,7 @@ pub fn merge(parts: &[(String, Manifest)]) -> Result<(Manifest, MergeSummary)> {
             return Err(part_error(
                 path,
                 format!(
-                    "it saw a different listing of {} than {first_path} ({} vs {} objects): the store changed between the parts' builds; rebuild the parts",
+                    "it saw a different listing of {} than {first_path} ({} vs {} shards where every part lists): the store changed between the parts' builds; rebuild the parts",
                     first.meta.sources.get(i).map_or("a source", |s| s.as_str()),
                     detail.listings.get(i).map_or(0, |l| l.candidates),
                     detail0.listings.get(i).map_or(0, |l| l.candidates),
@@ -353,8 +391,80 @@ pub fn merge(parts: &[(String, Manifest)]) -> Result<(Manifest, MergeSummary)> {
         ));
     }
 
-    // Every row with its own schema, in manifest order, as a single build would reconcile them.
     let sources = first.meta.sources.clone();
+    let listing0 = &detail0.listing;
+    let plan = &listing0.plan;
+    // Where each row may come from: under a unit, only its owner; elsewhere, by key hash.
+    let mut placed: Vec<HashMap<String, Placed>> = vec![HashMap::new(); sources.len()];
+    if plan.units > 0 {
+        let owned: Vec<(&str, u32, &[PlanPrefix])> = parts
+            .iter()
+            .zip(&details)
+            .map(|((path, m), d)| {
+                let index = m.meta.part.expect("checked above").index;
+                (path.as_str(), index, d.listing.owned_units.as_slice())
+            })
+            .collect();
+        let owners = check_owned_units(plan, &sources, info0.count, &owned)
+            .map_err(|(path, reason)| part_error(&path, reason))?;
+        for (u, owner) in owners {
+            if let Some(map) = placed.get_mut(u.source as usize) {
+                map.insert(u.prefix, Placed::Unit(owner));
+            }
+        }
+    }
+    for f in &plan.fallback {
+        if let Some(map) = placed.get_mut(f.source as usize) {
+            map.insert(f.prefix.clone(), Placed::KeyHash);
+        }
+    }
+
+    // Sources a single build would have skipped: those every part skipped, those whose units
+    // failed to list in some part (`--skip-bad`), and those holding no shard in any part (only
+    // the sum over the parts tells, when their units are spread over the parts).
+    let mut skipped: BTreeMap<usize, BadSource> = BTreeMap::new();
+    for b in &detail0.bad_sources {
+        if let Some(i) = sources.iter().position(|s| *s == b.source) {
+            skipped.insert(i, b.clone());
+        }
+    }
+    let mut dropped: HashSet<u32> = HashSet::new();
+    for d in &details {
+        for b in &d.listing.unit_failures {
+            if let Some(i) = sources.iter().position(|s| *s == b.source) {
+                dropped.insert(i as u32);
+                skipped.entry(i).or_insert_with(|| b.clone());
+            }
+        }
+    }
+    for (i, url) in sources.iter().enumerate() {
+        let deferred = plan.source_units.get(i).copied().unwrap_or(0) > 0;
+        if !deferred || skipped.contains_key(&i) {
+            continue;
+        }
+        let owned: u64 = details
+            .iter()
+            .map(|d| d.listing.owned.get(i).map_or(0, |l| l.candidates))
+            .sum();
+        if detail0.listings.get(i).map_or(0, |l| l.candidates) + owned == 0 {
+            let empty = Error::EmptySource {
+                location: url.clone(),
+                filter: listing0.filter.clone(),
+            };
+            if !detail0.options.skip_bad {
+                return Err(empty);
+            }
+            skipped.insert(
+                i,
+                BadSource {
+                    source: url.clone(),
+                    error: empty.to_string(),
+                },
+            );
+        }
+    }
+
+    // Every row with its own schema, in manifest order, as a single build would reconcile them.
     let total: usize = parts.iter().map(|(_, m)| m.len()).sum();
     let mut rows: Vec<(ShardEntry, Option<Schema>)> = Vec::with_capacity(total);
     let mut from_part: Vec<u32> = Vec::with_capacity(total);
@@ -363,8 +473,36 @@ pub fn merge(parts: &[(String, Manifest)]) -> Result<(Manifest, MergeSummary)> {
         let ids = detail.row_schemas(m.len(), path)?;
         for (i, id) in ids.into_iter().enumerate() {
             let entry = m.entry(i);
-            let url = display_in(&sources[entry.source as usize], &entry.path);
-            if !info.selects(&url) {
+            if dropped.contains(&entry.source) {
+                continue;
+            }
+            let Some(root) = sources.get(entry.source as usize) else {
+                return Err(part_error(
+                    path,
+                    format!("a row names source {} of {}", entry.source, sources.len()),
+                ));
+            };
+            let url = display_in(root, &entry.path);
+            let placed_by = match prefix_at_depth(&entry.path, plan.depth) {
+                Some(prefix) => match placed[entry.source as usize].get(prefix) {
+                    Some(p) => *p,
+                    None => {
+                        return Err(part_error(
+                            path,
+                            format!(
+                                "{url} lies under {}, which is not in the parts' listing plan",
+                                display_in(root, prefix)
+                            ),
+                        ))
+                    }
+                },
+                None => Placed::KeyHash,
+            };
+            let belongs = match placed_by {
+                Placed::Unit(owner) => owner == info.index,
+                Placed::KeyHash => info.selects(&url),
+            };
+            if !belongs {
                 return Err(part_error(
                     path,
                     format!(
@@ -428,16 +566,21 @@ pub fn merge(parts: &[(String, Manifest)]) -> Result<(Manifest, MergeSummary)> {
     let entries: Vec<ShardEntry> = shards.into_iter().map(|(e, _)| e).collect();
     let manifest = Manifest::from_entries(sources, schema, entries, None)?;
     let t = manifest.meta.totals;
+    // Shared levels once (every part saw them), plus every part's own units.
+    let listed = detail0.objects_listed - listing0.owned_listed
+        + details.iter().map(|d| d.listing.owned_listed).sum::<u64>();
+    let ignored = detail0.objects_ignored - listing0.owned_ignored
+        + details.iter().map(|d| d.listing.owned_ignored).sum::<u64>();
     let summary = MergeSummary {
         parts: info0.count,
         sources: manifest.meta.sources.len(),
         shards: t.shards,
         samples: t.samples,
         bytes: t.bytes,
-        objects_listed: detail0.objects_listed,
-        objects_ignored: detail0.objects_ignored,
+        objects_listed: listed,
+        objects_ignored: ignored,
         bytes_read: details.iter().map(|d| d.bytes_read).sum(),
-        bad_sources: detail0.bad_sources.clone(),
+        bad_sources: skipped.into_values().collect(),
         bad,
         fingerprint: manifest.meta.fingerprint.clone(),
         read_seconds: 0.0,
@@ -445,6 +588,15 @@ pub fn merge(parts: &[(String, Manifest)]) -> Result<(Manifest, MergeSummary)> {
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((manifest, summary))
+}
+
+/// How a row's place in the listing plan decides its part.
+#[derive(Debug, Clone, Copy)]
+enum Placed {
+    /// Under a listing unit: the part that owns it.
+    Unit(u32),
+    /// At a shared level or under a fallback prefix: by key hash.
+    KeyHash,
 }
 
 /// `root/relative`, as error messages and part hashing name an object.

@@ -536,3 +536,66 @@ fn sources_file_parts_and_merge_reproduce_the_single_build() {
     assert!(!bad_part.status.success());
     assert!(String::from_utf8_lossy(&bad_part.stderr).contains("0 <= I < N"));
 }
+
+#[test]
+fn list_reports_how_parts_split_the_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 24 prefixes of 3 shards each: enough units for 2 parts (16).
+    let root = tmp.path().join("ds");
+    for p in 0..24 {
+        let d = root.join(format!("p{p:02}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..3 {
+            std::fs::write(d.join(format!("s-{k}.jsonl")), "{\"id\": 1}\n").unwrap();
+        }
+    }
+    let whole = ok_json(&["list", s(&root), "--json"]);
+    assert_eq!(whole["objects_listed"], 72);
+    assert_eq!(whole["listing"]["scheme"], Value::Null);
+    let mut owned = 0;
+    let mut selected = 0;
+    for i in 0..2 {
+        let part = format!("{i}/2");
+        let l = ok_json(&["list", s(&root), "--part", &part, "--json"]);
+        assert_eq!(l["listing"]["scheme"], "prefix-fanout");
+        assert_eq!(l["listing"]["units_total"], 24);
+        assert_eq!(l["listing"]["units_owned"], 12);
+        assert_eq!(l["objects_listed"], 36, "a part lists its own 12 prefixes");
+        owned += l["listing"]["units_owned"].as_u64().unwrap();
+        selected += l["selected"].as_u64().unwrap();
+        let full = ok_json(&[
+            "list",
+            s(&root),
+            "--part",
+            &part,
+            "--no-split-listing",
+            "--json",
+        ]);
+        assert_eq!(full["listing"]["scheme"], "key-hash");
+        assert_eq!(full["objects_listed"], 72);
+        assert_eq!(full["listing"]["fallback_sources"], 1);
+    }
+    assert_eq!((owned, selected), (24, 72));
+    // Parts built with and without the split do not merge.
+    let p0 = tmp.path().join("p0.parquet");
+    let p1 = tmp.path().join("p1.parquet");
+    ok_json(&["build", s(&root), "--part", "0/2", "-o", s(&p0), "--json"]);
+    ok_json(&[
+        "build",
+        s(&root),
+        "--part",
+        "1/2",
+        "--no-split-listing",
+        "-o",
+        s(&p1),
+        "--json",
+    ]);
+    let out = tmp.path().join("m.parquet");
+    assert_fails_without_output(
+        &["merge", s(&p0), s(&p1), "-o", s(&out)],
+        &out,
+        "--no-split-listing",
+    );
+    let refused = run(&["build", s(&root), "--no-split-listing", "-o", s(&out)]);
+    assert!(!refused.status.success(), "--no-split-listing needs --part");
+}

@@ -352,3 +352,344 @@ fn merge_refuses_parts_that_do_not_belong_together() -> Result<()> {
     assert!(r.contains("different listing") && r.contains(&b), "{r}");
     Ok(())
 }
+
+/// Writes `shards` one-line JSONL shards under `dir`: `at_root` of them directly in it, the rest
+/// dealt over `subdirs` subdirectories (nested `depth` levels deep), plus a non-shard marker in
+/// each subdirectory.
+fn write_tree(
+    dir: &Path,
+    shards: usize,
+    at_root: usize,
+    subdirs: usize,
+    depth: usize,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for i in 0..shards {
+        let sub = if i < at_root || subdirs == 0 {
+            dir.to_path_buf()
+        } else {
+            let mut d = dir.to_path_buf();
+            for level in 0..depth {
+                d = d.join(format!("d{level}-{:03}", (i - at_root) % subdirs));
+            }
+            d
+        };
+        std::fs::create_dir_all(&sub)?;
+        std::fs::write(
+            sub.join(format!("s-{i:04}.jsonl")),
+            format!("{{\"id\": {i}}}\n"),
+        )?;
+        std::fs::write(sub.join("_SUCCESS"), "")?;
+    }
+    Ok(())
+}
+
+/// Builds every part of `n` (in reverse order), returning each part's manifest and summary.
+fn build_each_part(
+    rt: &tokio::runtime::Runtime,
+    sources: &[String],
+    o: &IndexOptions,
+    n: u32,
+) -> Result<Vec<(String, Manifest, indexer::BuildSummary)>> {
+    let mut out = Vec::new();
+    for index in (0..n).rev() {
+        let part = IndexOptions {
+            part: Some(PartInfo { index, count: n }),
+            concurrency: 1 + index as usize % 3,
+            ..o.clone()
+        };
+        let (m, summary) = rt.block_on(indexer::build(sources, &part, &Silent))?;
+        out.push((format!("part {index}/{n}"), m, summary));
+    }
+    Ok(out)
+}
+
+fn merge_bytes(parts: &[(String, Manifest, indexer::BuildSummary)]) -> Result<Vec<u8>> {
+    let parts: Vec<(String, Manifest)> = parts
+        .iter()
+        .map(|(name, m, _)| (name.clone(), m.clone()))
+        .collect();
+    Ok(parts::merge(&parts)?.0.to_parquet_bytes()?)
+}
+
+#[test]
+fn fanned_out_listing_lists_each_unit_once_and_merges_to_the_single_build() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let server = S3Server::start(&tmp.path().join("s3"))?;
+    server.create_bucket("fan")?;
+    let s3 = server.storage_options();
+    // An s3s-fs bucket of 24 subdirectories and a local directory of 20 (plus 5 shards at its
+    // root, where every part lists): 44 first-level prefixes, enough units for 4 parts (32).
+    let gen = tmp.path().join("gen");
+    write_tree(&gen, 72, 0, 24, 1)?;
+    rt.block_on(upload_dir(
+        Location::open("s3://fan", &s3)?.store.as_ref(),
+        &gen,
+        "data",
+    ))?;
+    let local = tmp.path().join("local");
+    write_tree(&local, 65, 5, 20, 1)?;
+    let sources = vec![
+        "s3://fan/data".to_string(),
+        local.to_str().unwrap().to_string(),
+    ];
+    let o = opts(&s3, 8);
+    let (single, whole) = rt.block_on(indexer::build(&sources, &o, &Silent))?;
+    assert_eq!(single.len(), 72 + 65);
+    let bytes = single.to_parquet_bytes()?;
+
+    let n = 4;
+    let parts = build_each_part(&rt, &sources, &o, n)?;
+    assert!(
+        merge_bytes(&parts)? == bytes,
+        "merged parts differ from the single build"
+    );
+    let mut owned = std::collections::BTreeSet::new();
+    let mut owned_objects = 0;
+    for (name, m, summary) in &parts {
+        let l = &summary.listing;
+        assert_eq!(
+            l.scheme,
+            Some(shard_index::fanout::ListingScheme::PrefixFanout)
+        );
+        assert_eq!(
+            (l.depth, l.units_total, l.fallback_sources),
+            (1, 44, 0),
+            "{name}"
+        );
+        // Dealt round-robin: 44 units over 4 parts is 11 each.
+        assert_eq!(l.units_owned, 11, "{name}");
+        let detail = m.meta.part_detail.as_ref().unwrap();
+        assert_eq!(detail.listing.owned_units.len(), 11);
+        for u in &detail.listing.owned_units {
+            assert!(
+                owned.insert(u.clone()),
+                "{name}: unit {u:?} listed by two parts"
+            );
+        }
+        // A part lists the 6 root objects (5 shards, a marker) and its own units, never
+        // another part's.
+        assert_eq!(l.objects_listed, 6 + l.objects_owned, "{name}");
+        assert!(l.objects_listed < whole.objects_listed, "{name}: {l:?}");
+        owned_objects += l.objects_owned;
+        // LIST requests: two root listings (the walk), one per own unit.
+        assert_eq!((l.walk_requests, l.list_requests), (2, 2 + 11), "{name}");
+    }
+    assert_eq!(
+        owned.len(),
+        44,
+        "the owned units together are the whole plan"
+    );
+    // Every object under a unit (shards and markers) was listed by exactly one part.
+    assert_eq!(owned_objects, whole.objects_listed - 6);
+
+    // Without split listing every part lists everything; the manifest is the same.
+    let full = IndexOptions {
+        split_listing: false,
+        ..o.clone()
+    };
+    let parts_full = build_each_part(&rt, &sources, &full, n)?;
+    assert!(merge_bytes(&parts_full)? == bytes);
+    for (name, _, summary) in &parts_full {
+        assert_eq!(
+            summary.listing.objects_listed, whole.objects_listed,
+            "{name}"
+        );
+        assert_eq!(summary.listing.units_owned, 0);
+    }
+    // Parts of the two schemes do not merge.
+    let mixed: Vec<(String, Manifest)> = vec![
+        (parts[0].0.clone(), parts[0].1.clone()),
+        ("unsplit".into(), parts_full[1].1.clone()),
+        (parts[2].0.clone(), parts[2].1.clone()),
+        (parts[3].0.clone(), parts[3].1.clone()),
+    ];
+    match parts::merge(&mixed) {
+        Err(Error::PartMismatch { path, reason }) => {
+            assert_eq!(path, "unsplit");
+            assert!(reason.contains("--no-split-listing"), "{reason}");
+        }
+        other => panic!("merged parts of two listing schemes: {:?}", other.err()),
+    }
+    Ok(())
+}
+
+#[test]
+fn flat_and_deep_layouts_fall_back_to_key_hash() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let base = StorageOptions::new();
+    // Flat: shards only at the roots (the walk ends at level 0). Deep: three prefixes, each
+    // nested three levels, so the frontier is still small at the deepest level walked.
+    let flat = tmp.path().join("flat");
+    write_tree(&flat, 30, 30, 0, 0)?;
+    let deep = tmp.path().join("deep");
+    write_tree(&deep, 30, 2, 3, 4)?;
+    for (sources, depth, fallback) in [
+        (vec![flat.clone()], 1, 0),
+        (vec![deep.clone()], 3, 3),
+        (vec![flat.clone(), deep.clone()], 3, 3),
+    ] {
+        let sources: Vec<String> = sources
+            .iter()
+            .map(|p| p.to_str().unwrap().to_string())
+            .collect();
+        let o = opts(&base, 4);
+        let (single, whole) = rt.block_on(indexer::build(&sources, &o, &Silent))?;
+        let parts = build_each_part(&rt, &sources, &o, 3)?;
+        assert!(
+            merge_bytes(&parts)? == single.to_parquet_bytes()?,
+            "{sources:?}"
+        );
+        for (name, m, summary) in &parts {
+            let l = &summary.listing;
+            assert_eq!((l.units_total, l.depth), (0, depth), "{name} {sources:?}");
+            assert_eq!(l.fallback_sources, sources.len() as u64);
+            assert_eq!(
+                l.objects_listed, whole.objects_listed,
+                "every part lists everything"
+            );
+            let plan = &m.meta.part_detail.as_ref().unwrap().listing.plan;
+            assert_eq!(plan.fallback.len(), fallback, "{name} {sources:?}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn merge_refuses_parts_whose_listing_plans_differ() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let base = StorageOptions::new();
+    let a = tmp.path().join("a");
+    write_tree(&a, 40, 2, 20, 1)?;
+    let sources = vec![a.to_str().unwrap().to_string()];
+    let o = opts(&base, 2);
+    let mut parts = build_each_part(&rt, &sources, &o, 2)?;
+    // A new prefix appears between two parts' walks: a unit only the later part knows.
+    write_tree(&a.join("d0-new"), 1, 1, 0, 0)?;
+    let late = build_each_part(&rt, &sources, &o, 2)?;
+    parts[0] = late.into_iter().next().unwrap();
+    parts[0].0 = "late part".into();
+    let refs: Vec<(String, Manifest)> = parts
+        .iter()
+        .map(|(name, m, _)| (name.clone(), m.clone()))
+        .collect();
+    match parts::merge(&refs) {
+        Err(Error::PartMismatch { path, reason }) => {
+            assert!(
+                path == "late part" || reason.contains("late part"),
+                "{path}: {reason}"
+            );
+            assert!(
+                reason.contains("listing units")
+                    && reason.contains("21")
+                    && reason.contains(&sources[0]),
+                "{reason}"
+            );
+        }
+        other => panic!("merged parts of different plans: {:?}", other.err()),
+    }
+    // A part claiming a unit it does not own.
+    let parts = build_each_part(&rt, &sources, &o, 2)?;
+    let mut forged: Vec<(String, Manifest)> = parts
+        .iter()
+        .map(|(name, m, _)| (name.clone(), m.clone()))
+        .collect();
+    let stolen = forged[1]
+        .1
+        .meta
+        .part_detail
+        .as_ref()
+        .unwrap()
+        .listing
+        .owned_units[0]
+        .clone();
+    let mut detail = forged[0].1.meta.part_detail.clone().unwrap();
+    detail.listing.owned_units.push(stolen);
+    forged[0].1.meta.part_detail = Some(detail);
+    match parts::merge(&forged) {
+        Err(Error::PartMismatch { reason, .. }) => {
+            assert!(reason.contains("also listed"), "{reason}")
+        }
+        other => panic!("merged overlapping units: {:?}", other.err()),
+    }
+    Ok(())
+}
+
+#[test]
+fn a_source_empty_in_every_part_is_found_by_merge() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let base = StorageOptions::new();
+    let good = tmp.path().join("good");
+    write_tree(&good, 12, 12, 0, 0)?;
+    // 20 prefixes of markers only: split into units, so no single part can tell it is empty.
+    let hollow = tmp.path().join("hollow");
+    for i in 0..20 {
+        let d = hollow.join(format!("p{i:02}"));
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("_SUCCESS"), "")?;
+    }
+    let sources: Vec<String> = [&good, &hollow]
+        .iter()
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    let err = rt.block_on(build(&sources, &opts(&base, 2))).unwrap_err();
+    assert!(matches!(err, Error::EmptySource { .. }), "{err}");
+    let parts = build_each_part(&rt, &sources, &opts(&base, 2), 2)?;
+    assert!(parts.iter().all(|p| p.2.listing.units_total == 20));
+    let refs: Vec<(String, Manifest)> = parts
+        .iter()
+        .map(|(name, m, _)| (name.clone(), m.clone()))
+        .collect();
+    let err = parts::merge(&refs).unwrap_err();
+    assert!(
+        matches!(&err, Error::EmptySource { location, .. } if location.ends_with("/hollow")),
+        "{err}"
+    );
+    // With --skip-bad the merge records it, as the single build does.
+    let skip = IndexOptions {
+        skip_bad: true,
+        ..opts(&base, 2)
+    };
+    let (single, summary) = rt.block_on(indexer::build(&sources, &skip, &Silent))?;
+    let parts = build_each_part(&rt, &sources, &skip, 2)?;
+    let refs: Vec<(String, Manifest)> = parts
+        .iter()
+        .map(|(name, m, _)| (name.clone(), m.clone()))
+        .collect();
+    let (merged, merge_summary) = parts::merge(&refs)?;
+    assert!(merged.to_parquet_bytes()? == single.to_parquet_bytes()?);
+    assert_eq!(merge_summary.bad_sources, summary.bad_sources);
+    assert_eq!(merge_summary.objects_listed, summary.objects_listed);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    /// Nested layouts, split or falling back depending on N and the number of prefixes: always
+    /// the single build's bytes, every unit owned by exactly one part.
+    #[test]
+    fn fanned_out_merge_is_byte_identical(
+        n in 1u32..7,
+        subdirs in 0usize..60,
+        at_root in 0usize..4,
+        depth in 1usize..5,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let a = tmp.path().join("a");
+        write_tree(&a, at_root + subdirs + 3, at_root, subdirs, depth).unwrap();
+        let b = tmp.path().join("b");
+        write_tree(&b, 5, 1, 4, 1).unwrap();
+        let sources = vec![a.to_str().unwrap().to_string(), b.to_str().unwrap().to_string()];
+        let o = opts(&StorageOptions::new(), 3);
+        let single = rt.block_on(build(&sources, &o)).unwrap().to_parquet_bytes().unwrap();
+        let parts = build_each_part(&rt, &sources, &o, n).unwrap();
+        prop_assert!(merge_bytes(&parts).unwrap() == single);
+        let owned: usize = parts.iter().map(|p| p.2.listing.units_owned as usize).sum();
+        prop_assert_eq!(owned as u64, parts[0].2.listing.units_total);
+    }
+}

@@ -126,6 +126,7 @@ fn main() -> Result<()> {
         "objects_listed": summary.objects_listed,
         "selected": summary.selected,
         "part": args.part,
+        "listing": summary.listing,
         "list_concurrency": args.list_concurrency,
         "seconds": wall,
         "us_per_object_wall": wall * 1e6 / n,

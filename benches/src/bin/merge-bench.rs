@@ -132,6 +132,7 @@ fn main() -> Result<()> {
             schemas: vec![schema.clone()],
             schema_runs: if rows > 0 { vec![(0, rows)] } else { vec![] },
             objects_listed: args.shards,
+            listing: Default::default(),
             objects_ignored: 0,
             bytes_read: 0,
         }));
