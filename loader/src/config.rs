@@ -36,6 +36,12 @@ pub const DEFAULT_WINDOW: Window = Window::Bytes(128 << 20);
 pub const DEFAULT_IO_CONCURRENCY: usize = 16;
 /// Default decoder threads.
 pub const DEFAULT_DECODE_THREADS: usize = 2;
+
+/// Collate threads by default: one per core, at most 4 (the copy is bound by memory
+/// bandwidth long before that).
+pub fn default_collate_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
+}
 /// Default `request_timeout`: 30 s without response headers or body bytes.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `fetch_attempts`.
@@ -93,6 +99,10 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Shuffle window per canonical node (default [`DEFAULT_WINDOW`]).
     pub window: Option<Window>,
+    /// Warm-up windows: the first window is `window >> warmup`, doubling up to a full window,
+    /// so the first batch waits for one or two row groups (default
+    /// [`shard_index::plan::DEFAULT_WARMUP`], or the resume state's; 0 = off).
+    pub warmup: Option<u32>,
     /// Drop the epoch's partial last global batch instead of padding it (default false).
     pub drop_last: bool,
     /// Samples per epoch shared by `Mix::Weight` streams (default: their summed sizes).
@@ -123,6 +133,10 @@ pub struct LoaderConfig {
     pub io_threads: usize,
     /// Concurrent decoders (default 2).
     pub decode_threads: usize,
+    /// Threads gathering batches into pooled buffers, each working on its own batch (default:
+    /// the machine's cores, at most 4). On PLAIN Parquet from the page cache this copy is the
+    /// loader's main cost, so it scales with these threads.
+    pub collate_threads: usize,
     /// Decode PLAIN numbers and lists of numbers in Parquet without arrow-rs's reader, copying
     /// page bytes straight into batches (default true; see `decode::plain`). Off only to compare.
     pub plain_fast_path: bool,
@@ -168,6 +182,7 @@ impl LoaderConfig {
             shuffle: true,
             seed: 0,
             window: None,
+            warmup: None,
             drop_last: false,
             epoch_size: None,
             nodes: 1,
@@ -181,6 +196,7 @@ impl LoaderConfig {
             io_concurrency: DEFAULT_IO_CONCURRENCY,
             io_threads: 2,
             decode_threads: DEFAULT_DECODE_THREADS,
+            collate_threads: default_collate_threads(),
             plain_fast_path: true,
             batch_queue: DEFAULT_BATCH_QUEUE,
             list_mode: ListMode::Padded,
@@ -272,6 +288,11 @@ impl LoaderConfig {
         self
     }
 
+    pub fn with_warmup(mut self, warmup: u32) -> Self {
+        self.warmup = Some(warmup);
+        self
+    }
+
     pub fn with_drop_last(mut self, drop_last: bool) -> Self {
         self.drop_last = drop_last;
         self
@@ -346,6 +367,11 @@ impl LoaderConfig {
 
     pub fn with_io_threads(mut self, n: usize) -> Self {
         self.io_threads = n;
+        self
+    }
+
+    pub fn with_collate_threads(mut self, n: usize) -> Self {
+        self.collate_threads = n;
         self
     }
 
@@ -482,6 +508,12 @@ impl LoaderConfig {
             return bad(format!(
                 "io_threads must be 1..=64, got {}",
                 self.io_threads
+            ));
+        }
+        if self.collate_threads == 0 || self.collate_threads > 256 {
+            return bad(format!(
+                "collate_threads must be 1..=256, got {}",
+                self.collate_threads
             ));
         }
         if self.decode_threads == 0 || self.decode_threads > 256 {

@@ -7,9 +7,13 @@
 //!            crossbeam       (look-ahead), map samples to units    unit, started in order of
 //!            channel         (row group / whole shard), request    first use, ≤ io_concurrency
 //!            (batch_queue)   each new unit once; when the front    fetching at once; decode on
-//!                            batch's units are decoded, collate    blocking threads (≤
-//!                            it into pooled buffers and send it;   decode_threads); result back
-//!                            release units no pending batch uses   over a crossbeam channel
+//!                            batch's units are decoded, hand it    blocking threads (≤
+//!                            to a collate thread, release units    decode_threads); result back
+//!                            no pending batch uses; send batches   over a crossbeam channel
+//!                            in plan order
+//!                                 │ ▲
+//!                                 ▼ │  collate threads (collate_threads, `assembly`): each
+//!                                       gathers one batch into pooled buffers
 //! ```
 //!
 //! # Look-ahead and memory
@@ -24,7 +28,8 @@
 //! loader down instead of deadlocking it. A unit needed again after it left the look-ahead is
 //! simply read again (counted in `units_reread`; see `read_amplification`).
 //!
-//! Memory therefore stays near `prefetch_bytes` + `batch_queue` finished batches + the buffer
+//! Memory therefore stays near `prefetch_bytes` + `batch_queue` finished batches + at most
+//! `collate_threads + 1` batches being assembled (with the units they hold) + the buffer
 //! pool's retained free buffers, whatever the dataset size; a slow consumer blocks the producer
 //! on the channel (backpressure), which stops the look-ahead from moving.
 //!
@@ -51,12 +56,13 @@ use std::time::Instant;
 use arrow::datatypes::{DataType, SchemaRef};
 use crossbeam::channel::{self, Receiver, Select, Sender};
 use shard_index::plan::{
-    EpochPlan, PlanOptions, RankPlan, ResumeState, SampleRef, StreamSpec, Topology,
+    EpochPlan, PlanOptions, RankPlan, ResumeState, SampleRef, StreamSpec, Topology, DEFAULT_WARMUP,
 };
 use shard_index::{Location, Manifest, ShardFormat, ShardKind};
 use tokio::runtime::Runtime;
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::assembly::{Assembly, Job};
 use crate::cache::{CacheConfig, DiskCache};
 use crate::collate::{Batch, Collator, SampleId};
 use crate::config::{LoaderConfig, ManifestSource};
@@ -337,7 +343,8 @@ struct Producer {
     next_k: u64,
     step: u64,
     budget: u64,
-    collator: Arc<Collator>,
+    /// Collate threads and the reorder buffer that keeps batches in plan order.
+    assembly: Assembly,
     pending: VecDeque<Planned>,
     slots: HashMap<UnitKey, Slot>,
     units_per_shard: HashMap<(u32, u32), u32>,
@@ -350,6 +357,9 @@ struct Producer {
     /// A batch has been assembled (before that, only the first batch's units are requested).
     started: bool,
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    /// Where released units are dropped: unmapping a mapped row group costs the producer
+    /// ~10% of its time, and the producer's core is the one collating.
+    io: tokio::runtime::Handle,
     done: Receiver<Done>,
     out: Sender<Result<Batch>>,
     stop: Receiver<()>,
@@ -385,23 +395,33 @@ impl Producer {
                 return Err(Halt::Stop);
             }
             self.extend(PLAN_STEP)?;
-            if self.pending.is_empty() {
-                return Ok(());
-            }
             while let Ok(done) = self.done.try_recv() {
                 self.complete(done)?;
             }
-            if self.front_ready() {
-                let batch = self.assemble()?;
-                self.started = true;
-                self.send(batch)?;
+            self.assembly.poll();
+            while self.assembly.has_room() && self.front_ready() {
+                if !self.started {
+                    // Plan ahead before the first batch releases its units: later batches
+                    // that use them keep them, instead of reading them again.
+                    self.started = true;
+                    self.extend(PLAN_STEP)?;
+                }
+                self.submit_front()?;
+            }
+            if let Some(batch) = self.assembly.next_ready() {
+                self.send(batch?)?;
                 continue;
+            }
+            if self.pending.is_empty() && self.assembly.is_idle() {
+                return Ok(());
             }
             if self.can_extend() {
                 continue;
             }
+            let assembled = self.assembly.results().clone();
             channel::select! {
                 recv(self.done) -> done => self.complete(done.map_err(|_| runtime_gone())?)?,
+                recv(assembled) -> batch => self.assembly.accept(batch.map_err(|_| collate_gone())?),
                 recv(self.stop) -> _ => return Err(Halt::Stop),
             }
         }
@@ -571,7 +591,8 @@ impl Producer {
         })
     }
 
-    fn assemble(&mut self) -> Result<Batch> {
+    /// Hands the front batch, whose units are all loaded, to the collate threads.
+    fn submit_front(&mut self) -> Result<()> {
         let p = self.pending.pop_front().expect("front_ready");
         let units: Vec<Arc<DecodedUnit>> = p
             .units
@@ -590,21 +611,17 @@ impl Producer {
                 ));
             }
         }
-        let started = Instant::now();
-        let refs: Vec<&DecodedUnit> = units.iter().map(|u| u.as_ref()).collect();
-        let columns = self.collator.collate(&refs, &p.rows)?;
-        Counters::add_time(&self.ctx.counters.collate_ns, started);
-        drop(refs);
-        drop(units);
+        // The job holds its units, so their slots can go now.
         for key in &p.units {
             self.release(*key);
         }
         self.charged -= p.samples.len() as u64 * PLAN_BYTES_PER_SAMPLE;
         self.ctx.counters.set_lookahead(self.charged);
-        Ok(Batch {
+        self.assembly.submit(Job {
+            units,
+            rows: p.rows,
             epoch: self.epoch,
             index: p.index,
-            columns,
             padded: p.samples.iter().map(|s| s.padded).collect(),
             samples: p
                 .samples
@@ -614,7 +631,8 @@ impl Producer {
                     global: s.global,
                 })
                 .collect(),
-        })
+        });
+        Ok(())
     }
 
     fn release(&mut self, key: UnitKey) {
@@ -627,6 +645,10 @@ impl Producer {
         }
         let slot = self.slots.remove(&key).expect("present");
         self.charged -= slot.charged;
+        if let Some(unit) = slot.unit {
+            // Dropped on the I/O runtime's blocking pool (or here, if it has shut down).
+            drop(self.io.spawn_blocking(move || drop(unit)));
+        }
         let shard = (key.stream, key.shard);
         if let Some(n) = self.units_per_shard.get_mut(&shard) {
             *n -= 1;
@@ -645,6 +667,8 @@ impl Producer {
             let send = sel.send(&self.out);
             let done = sel.recv(&self.done);
             let stop = sel.recv(&self.stop);
+            let assembled_rx = self.assembly.results().clone();
+            let assembled = sel.recv(&assembled_rx);
             let op = sel.select();
             match op.index() {
                 i if i == send => {
@@ -662,10 +686,18 @@ impl Producer {
                     let _ = op.recv(&self.stop);
                     return Err(Halt::Stop);
                 }
-                _ => unreachable!("three operations"),
+                i if i == assembled => {
+                    let batch = op.recv(&assembled_rx).map_err(|_| collate_gone())?;
+                    self.assembly.accept(batch);
+                }
+                _ => unreachable!("four operations"),
             }
         }
     }
+}
+
+fn collate_gone() -> Error {
+    Error::Stopped("the collate threads stopped".into())
 }
 
 fn runtime_gone() -> Error {
@@ -849,6 +881,11 @@ impl Loader {
             seed: config.seed,
             shuffle: config.shuffle,
             window: config.effective_window(),
+            // A resumed run keeps the warm-up it started with unless told otherwise.
+            warmup: config
+                .warmup
+                .or(config.resume.as_ref().map(|s| s.warmup))
+                .unwrap_or(DEFAULT_WARMUP),
             global_batch_size: config.batch_size * topology.world(),
             drop_last: config.drop_last,
             canonical_nodes: config.canonical_nodes,
@@ -1056,7 +1093,11 @@ impl Loader {
             next_k: u64::from(w) + self.delivered * u64::from(n),
             step: u64::from(n),
             budget: self.config.prefetch_bytes,
-            collator: self.collator.clone(),
+            assembly: Assembly::start(
+                self.config.collate_threads,
+                self.collator.clone(),
+                self.ctx.counters.clone(),
+            ),
             pending: VecDeque::new(),
             slots: HashMap::new(),
             units_per_shard: HashMap::new(),
@@ -1066,6 +1107,7 @@ impl Loader {
             charged: 0,
             started: false,
             requests: req_tx,
+            io: runtime.handle().clone(),
             done: done_rx,
             out: out_tx,
             stop: stop_rx,

@@ -29,6 +29,7 @@
 //! # Ok::<(), shardstream_loader::Error>(())
 //! ```
 
+mod assembly;
 pub mod cache;
 pub mod collate;
 pub mod config;

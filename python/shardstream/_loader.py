@@ -169,6 +169,7 @@ def native_kwargs(
     shuffle: bool = True,
     seed: int = 0,
     shuffle_window: Optional[Size] = None,
+    shuffle_warmup: Optional[int] = None,
     drop_last: bool = False,
     rank: Optional[int] = None,
     world_size: Optional[int] = None,
@@ -212,6 +213,8 @@ def native_kwargs(
             kw["shuffle_window"] = _count(shuffle_window, "shuffle_window", 1)
         else:
             kw["shuffle_window_bytes"] = parse_size(shuffle_window, "shuffle_window")
+    if shuffle_warmup is not None:
+        kw["shuffle_warmup"] = _count(shuffle_warmup, "shuffle_warmup")
     if cache_dir is not None:
         kw["cache_dir"] = os.fspath(cache_dir)
     if cache_limit is not None:
@@ -365,6 +368,9 @@ class Loader:
         shuffle: shuffle globally (windowed, deterministic); default True.
         seed: seed of every permutation; every rank must use the same.
         shuffle_window: shuffle window per canonical node, in samples (int) or bytes (``"128MiB"``).
+        shuffle_warmup: the epoch's first window is ``1/2**shuffle_warmup`` of a window, doubling
+            up to a full one, so the first batch waits for one or two row groups instead of a
+            whole window (default 6; 0 = full windows from the start).
         drop_last: drop the epoch's partial last global batch instead of padding it.
         rank, world_size, ranks_per_node: topology; default from torchrun's ``RANK``,
             ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, else a single process.
@@ -400,6 +406,7 @@ class Loader:
         shuffle: bool = True,
         seed: int = 0,
         shuffle_window: Optional[Size] = None,
+        shuffle_warmup: Optional[int] = None,
         drop_last: bool = False,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
@@ -433,6 +440,7 @@ class Loader:
             shuffle=shuffle,
             seed=seed,
             shuffle_window=shuffle_window,
+            shuffle_warmup=shuffle_warmup,
             drop_last=drop_last,
             rank=rank,
             world_size=world_size,

@@ -83,6 +83,7 @@ class Loader:
         seed: int = 0,
         shuffle_window: Optional[int] = None,
         shuffle_window_bytes: Optional[int] = None,
+        shuffle_warmup: Optional[int] = None,
         drop_last: bool = False,
         epoch_size: Optional[int] = None,
         nodes: int = 1,

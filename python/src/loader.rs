@@ -246,7 +246,7 @@ impl Loader {
     #[new]
     #[pyo3(signature = (
         streams, batch_size, *, columns=None, shuffle=true, seed=0, shuffle_window=None,
-        shuffle_window_bytes=None, drop_last=false, epoch_size=None, nodes=1, ranks_per_node=1,
+        shuffle_window_bytes=None, shuffle_warmup=None, drop_last=false, epoch_size=None, nodes=1, ranks_per_node=1,
         rank=0, worker=None, canonical_nodes=None, cache_dir=None, cache_limit=None,
         prefetch_bytes=None, io_concurrency=None, io_threads=None, decode_threads=None,
         batch_queue=None, list_mode=None, list_modes=None, pin_memory="auto", pin_device=None,
@@ -262,6 +262,7 @@ impl Loader {
         seed: u64,
         shuffle_window: Option<u64>,
         shuffle_window_bytes: Option<u64>,
+        shuffle_warmup: Option<u32>,
         drop_last: bool,
         epoch_size: Option<u64>,
         nodes: u32,
@@ -325,6 +326,9 @@ impl Loader {
         }
         if let Some(w) = shuffle_window_bytes {
             config = config.with_window(Window::Bytes(w));
+        }
+        if let Some(k) = shuffle_warmup {
+            config = config.with_warmup(k);
         }
         if let Some(n) = epoch_size {
             config = config.with_epoch_size(n);

@@ -91,6 +91,10 @@ struct PlanArgs {
     /// Shuffle window in bytes.
     #[arg(long)]
     window_bytes: Option<u64>,
+    /// Warm-up: the first window is 1/2^N of a window, doubling up to a full one, so the first
+    /// batch needs few shards (0 = full windows from the start).
+    #[arg(long, default_value_t = crate::plan::DEFAULT_WARMUP)]
+    warmup: u32,
     /// Canonical nodes (default: --nodes); fix it to resume on other node counts.
     #[arg(long)]
     canonical_nodes: Option<u32>,
@@ -670,6 +674,7 @@ fn plan(a: PlanArgs) -> Result<u8> {
         seed: a.seed,
         shuffle: !a.no_shuffle,
         window,
+        warmup: a.warmup,
         global_batch_size: a.batch_size.saturating_mul(topology.world()),
         drop_last: a.drop_last,
         canonical_nodes: a.canonical_nodes,

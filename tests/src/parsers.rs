@@ -122,6 +122,7 @@ fn plan_inputs() -> (
         seed: 1,
         shuffle: true,
         window: Window::Samples(8),
+        warmup: 2,
         global_batch_size: 4,
         drop_last: false,
         canonical_nodes: None,

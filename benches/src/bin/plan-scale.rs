@@ -56,6 +56,7 @@ fn main() -> Result<()> {
         seed: 1,
         shuffle: true,
         window: Window::Samples(1 << 20),
+        warmup: shard_index::plan::DEFAULT_WARMUP,
         global_batch_size: a.batch_size * topology.world(),
         drop_last: false,
         canonical_nodes: None,

@@ -70,6 +70,12 @@ struct ReadArgs {
     /// Decode PLAIN Parquet numbers with arrow-rs's reader too (to measure the fast path).
     #[arg(long)]
     no_fast_path: bool,
+    /// Threads gathering batches (default: one per core, at most 4).
+    #[arg(long)]
+    collate_threads: Option<usize>,
+    /// Warm-up windows of the plan (default: the loader's; 0 = off).
+    #[arg(long)]
+    warmup: Option<u32>,
     #[arg(long)]
     json: bool,
 }
@@ -249,12 +255,19 @@ fn read(a: ReadArgs) -> Result<()> {
         config = config.with_prefetch_bytes(p);
     }
     config.plain_fast_path = !a.no_fast_path;
+    if let Some(n) = a.collate_threads {
+        config = config.with_collate_threads(n);
+    }
+    if let Some(k) = a.warmup {
+        config = config.with_warmup(k);
+    }
     let cache_dir = tmp.path().join("cache");
     if !a.no_cache {
         config = config.with_cache_dir(a.cache_dir.clone().unwrap_or(cache_dir));
     }
     let cpu0 = cpu_seconds();
     let start = Instant::now();
+    let config_collate_threads = config.collate_threads;
     let mut loader = Loader::new(config)?;
     let mut ttfb = None;
     let mut first_batch_fetched = 0;
@@ -282,6 +295,7 @@ fn read(a: ReadArgs) -> Result<()> {
         "cache": if a.no_cache { "none".to_string() } else { "disk (cold)".to_string() },
         "batch_size": a.batch_size,
         "fast_path": !a.no_fast_path,
+        "collate_threads": config_collate_threads,
         "first_batch_fetched_mb": mb(first_batch_fetched),
         "batches": batches,
         "samples": samples,

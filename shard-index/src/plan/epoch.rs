@@ -18,7 +18,7 @@ use super::partition::{
     balanced_split, cut_stream, prepare_epoch, water_fill, NodeStream, StreamLayout,
 };
 use super::rank::{RankPlan, SampleRef, Topology};
-use super::window::NodeLayout;
+use super::window::{NodeLayout, WindowShape, MAX_WARMUP};
 use super::{PlanOptions, StreamSpec, Window};
 
 /// Largest supported `canonical_nodes`. Each batch costs O(C) bookkeeping and the node tables
@@ -87,6 +87,12 @@ pub(crate) fn check_inputs(streams: &[StreamSpec], options: &PlanOptions) -> Res
     }
     if matches!(options.window, Window::Samples(0) | Window::Bytes(0)) {
         return Err(PlanError::ZeroWindow);
+    }
+    if options.warmup > MAX_WARMUP {
+        return Err(PlanError::InvalidWarmup {
+            value: options.warmup,
+            max: MAX_WARMUP,
+        });
     }
     if let Some(c) = options.canonical_nodes {
         if c == 0 || c > MAX_CANONICAL_NODES {
@@ -529,7 +535,10 @@ impl PlanInner {
                     let g = first_g + (j - real) * c;
                     let supplier = self.pad_supplier[node];
                     let len = self.nodes[supplier].len.max(1);
-                    out.push(self.node_sample(supplier, (g / c) % len, true));
+                    // Counted back from the end of the supplier's sequence: the last window's
+                    // samples are still loaded, the epoch's first ones long gone.
+                    let back = (g / c) % len;
+                    out.push(self.node_sample(supplier, len - 1 - back, true));
                 }
             }
             offset += group;
@@ -540,7 +549,11 @@ impl PlanInner {
     /// The sample at local position `i` of canonical node `node`'s epoch sequence.
     pub(crate) fn node_sample(&self, node: usize, i: u64, padded: bool) -> SampleRef {
         let layout = &self.nodes[node];
-        let (s, x) = layout.locate(i, self.window, self.options.shuffle);
+        let shape = WindowShape {
+            len: self.window,
+            warmup: self.options.warmup,
+        };
+        let (s, x) = layout.locate(i, shape, self.options.shuffle);
         let ns = &layout.streams[s];
         let stream = &self.streams[s];
         let y = if ns.owned == 0 { 0 } else { ns.run_position(x) };

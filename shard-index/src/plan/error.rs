@@ -69,6 +69,9 @@ pub enum PlanError {
     #[error("global_batch_size is 0: set it to the number of samples per optimizer step across all ranks")]
     ZeroBatchSize,
 
+    /// The warm-up is more doublings than a window can have.
+    #[error("warm-up of {value} doublings: use 0..={max} (0 turns the warm-up off)")]
+    InvalidWarmup { value: u32, max: u32 },
     /// The shuffle window is zero samples or zero bytes.
     #[error("the shuffle window is 0: use Window::Samples(n) or Window::Bytes(n) with n >= 1")]
     ZeroWindow,

@@ -9,6 +9,10 @@ use crate::manifest::Manifest;
 /// of typical shards, small enough that a node's cache holds a window comfortably.
 pub const DEFAULT_WINDOW: Window = Window::Bytes(256 << 20);
 
+/// Default warm-up: the first window is 1/64 of a window (4 MiB of the default 256 MiB), so a
+/// job's first batch waits for one or two row groups, not a whole window's shards.
+pub const DEFAULT_WARMUP: u32 = 6;
+
 impl StreamSpec {
     /// A stream over every shard of `manifest`, named `name` (its location, usually).
     pub fn from_manifest(name: impl Into<String>, manifest: &Manifest, mix: Mix) -> Self {

@@ -53,8 +53,10 @@
 //! 6. **Tail.** If the samples left are not a multiple of `GB`, `drop_last` drops the partial
 //!    global batch (those samples are not delivered this epoch); otherwise it is padded to
 //!    `GB` with repeats flagged [`SampleRef::padded`]: padded position `g` repeats sample
-//!    `(g / C) mod L_c` of canonical node `c = g % C` (or the next non-empty node), keeping
-//!    locality. All ranks get the same batch count; with more consumers than samples, some
+//!    `L_c − 1 − ((g / C) mod L_c)` of canonical node `c = g % C` (or the next non-empty
+//!    node) — counted back from the end of its sequence, so the repeats come from the window
+//!    the loader has just read (repeating the epoch's first samples would read their row
+//!    groups again) and locality holds. All ranks get the same batch count; with more consumers than samples, some
 //!    ranks get entirely padded batches, and `drop_last` then is an error.
 //!
 //! # Locality caveat
@@ -95,11 +97,12 @@ use serde::{Deserialize, Serialize};
 
 pub use epoch::{EpochPlan, Piece, MAX_CANONICAL_NODES};
 pub use error::{PlanError, Result};
-pub use inputs::DEFAULT_WINDOW;
+pub use inputs::{DEFAULT_WARMUP, DEFAULT_WINDOW};
 pub use metrics::{NodeSummary, PlanSummary, ShuffleQuality, DEFAULT_METRIC_SAMPLES};
 pub use mix::Mix;
 pub use rank::{Batch, Batches, RankPlan, SampleRef, Topology};
 pub use state::{ResumeState, StreamState, RESUME_STATE_VERSION};
+pub use window::MAX_WARMUP;
 
 /// One dataset stream as the planner sees it: its manifest's shard sizes and its mix.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,6 +138,11 @@ pub struct PlanOptions {
     pub shuffle: bool,
     /// Shuffle window per canonical node.
     pub window: Window,
+    /// Warm-up: the node's first window is cut into `warmup + 1` windows doubling from
+    /// `W >> warmup`, so the first batch needs a small fraction of a window's shards (time to
+    /// first batch); 0 = full windows from the start. See [`DEFAULT_WARMUP`].
+    #[serde(default)]
+    pub warmup: u32,
     /// Samples per optimizer step across all ranks; must be a multiple of the world size.
     pub global_batch_size: u64,
     /// Drop the epoch's partial last global batch instead of padding it.

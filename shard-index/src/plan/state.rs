@@ -40,6 +40,9 @@ pub struct ResumeState {
     pub canonical_nodes: u32,
     pub shuffle: bool,
     pub window: Window,
+    /// States written before warm-up windows existed had none.
+    #[serde(default)]
+    pub warmup: u32,
     pub drop_last: bool,
     pub epoch_size: Option<u64>,
     /// Batch size when the state was written (informational: resuming may change it).
@@ -103,6 +106,7 @@ impl EpochPlan {
             canonical_nodes: inner.canonical_nodes,
             shuffle: o.shuffle,
             window: o.window,
+            warmup: o.warmup,
             drop_last: o.drop_last,
             epoch_size: o.epoch_size,
             global_batch_size: o.global_batch_size,
@@ -146,6 +150,14 @@ impl EpochPlan {
                 what: format!(
                     "window is {:?} but the state has {:?}",
                     options.window, state.window
+                ),
+            });
+        }
+        if options.warmup != state.warmup {
+            return Err(PlanError::ShuffleMismatch {
+                what: format!(
+                    "warm-up is {} but the state has {}",
+                    options.warmup, state.warmup
                 ),
             });
         }

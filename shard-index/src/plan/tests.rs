@@ -31,6 +31,7 @@ fn options(seed: u64, gb: u64, c: Option<u32>) -> PlanOptions {
         seed,
         shuffle: true,
         window: Window::Samples(64),
+        warmup: 0,
         global_batch_size: gb,
         drop_last: false,
         canonical_nodes: c,
@@ -95,15 +96,29 @@ fn arb_case() -> impl Strategy<Value = Case> {
         any::<u64>(),
         0u64..4,
         prop::option::weighted(0.3, 1u64..3000),
+        prop_oneof![Just(0u32), 1u32..=8],
     )
         .prop_map(
-            |(streams, topology, b, window, drop_last, shuffle, c, seed, epoch, epoch_size)| {
+            |(
+                streams,
+                topology,
+                b,
+                window,
+                drop_last,
+                shuffle,
+                c,
+                seed,
+                epoch,
+                epoch_size,
+                warmup,
+            )| {
                 let weighted = streams.iter().any(|s| matches!(s.mix, Mix::Weight(_)));
                 Case {
                     options: PlanOptions {
                         seed,
                         shuffle,
                         window,
+                        warmup,
                         global_batch_size: topology.world() * b,
                         drop_last,
                         canonical_nodes: c,
@@ -822,4 +837,23 @@ fn sixteen_million_shards_plan_without_per_sample_work() {
          vectors and any tests running alongside)",
         peak_rss_mib()
     );
+}
+
+#[test]
+fn padding_repeats_the_end_of_the_sequence_not_its_start() {
+    // 10 samples, global batches of 4: the last batch holds 2 real samples and 2 repeats.
+    // The repeats come from the end of the order (the window just read), newest first.
+    let streams = vec![spec("a", vec![4, 6], Mix::Repeat(1.0))];
+    let mut opts = options(7, 4, Some(1));
+    opts.window = Window::Samples(4);
+    let plan = EpochPlan::with_topology(streams, opts, 0, Topology::new(1, 1, 1)).unwrap();
+    let rank = plan.rank(Topology::new(1, 1, 1), 0).unwrap();
+    let all: Vec<SampleRef> = (0..rank.num_batches())
+        .flat_map(|k| rank.batch(k).unwrap().samples)
+        .collect();
+    let key = |s: &SampleRef| (s.shard, s.row);
+    let real: Vec<_> = all.iter().filter(|s| !s.padded).map(key).collect();
+    let padded: Vec<_> = all.iter().filter(|s| s.padded).map(key).collect();
+    assert_eq!(real.len(), 10);
+    assert_eq!(padded, vec![real[9], real[8]]);
 }

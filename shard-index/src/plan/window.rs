@@ -10,9 +10,80 @@
 //! Because floors lose less than one sample per stream, window `j` actually spans node
 //! positions `[V(jW), V(min((j+1)W, L)))` with `V(x) = Σ_s floor(x·T_s/L)` and
 //! `x - S < V(x) <= x`; locating a position takes O(S) arithmetic, no tables.
+//!
+//! # Warm-up
+//!
+//! With `warmup = k > 0` the node's first `W` positions are cut into `k + 1` smaller windows
+//! that double in size — `[0, r)`, `[r, 2r)`, `[2r, 4r)`, …, `[2^(k-1)·r, W)` with
+//! `r = W >> k` — and full windows follow. A loader must read every shard piece of a window
+//! before it can hand out the window's first sample, so the first window's size is what the
+//! time to first batch pays for: with the loader's 128 MiB window and `k = 6`, 2 MiB (about one
+//! batch) instead of 128 MiB. The price is weaker mixing in the epoch's first `W` samples
+//! only; `warmup = 0` gives plain windows throughout.
 
 use super::feistel::{derive_key, mix64, tag, Feistel};
 use super::partition::NodeStream;
+
+/// Largest accepted `warmup` (the first window is `W >> warmup`, at least one sample).
+pub const MAX_WARMUP: u32 = 32;
+
+/// Where windows start and end in `x` (see the module docs): full windows of `len`, after
+/// `warmup` doubling windows covering the first `len`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WindowShape {
+    pub len: u64,
+    pub warmup: u32,
+}
+
+impl WindowShape {
+    /// The first window's length, `r = len >> warmup` (at least 1).
+    fn first(&self) -> u64 {
+        (self.len >> self.warmup).max(1)
+    }
+
+    /// `[lo, hi)` in `x` of window `j` (not clamped to the node's length).
+    pub(crate) fn bounds(&self, j: u64) -> (u64, u64) {
+        let w = self.len.max(1);
+        let k = u64::from(self.warmup);
+        if k == 0 {
+            return (j.saturating_mul(w), j.saturating_add(1).saturating_mul(w));
+        }
+        let r = self.first();
+        // Start of warm-up window m (0 <= m <= k + 1; m = k + 1 is the first full window).
+        let start = |m: u64| match m {
+            0 => 0,
+            m if m > k => w,
+            m => (r << (m - 1)).min(w),
+        };
+        if j <= k {
+            (start(j), start(j + 1))
+        } else {
+            let full = j - k;
+            (
+                full.saturating_mul(w),
+                full.saturating_add(1).saturating_mul(w),
+            )
+        }
+    }
+
+    /// The window containing `x`.
+    pub(crate) fn index_of(&self, x: u64) -> u64 {
+        let w = self.len.max(1);
+        let k = u64::from(self.warmup);
+        if k == 0 {
+            return x / w;
+        }
+        if x >= w {
+            return k + x / w;
+        }
+        let r = self.first();
+        if x < r {
+            return 0;
+        }
+        // x in [r·2^(m-1), r·2^m) is window m; the last warm-up window ends at w.
+        (u64::from((x / r).ilog2()) + 1).min(k)
+    }
+}
 
 /// One canonical node: its per-stream shares and its window keying.
 #[derive(Debug)]
@@ -55,18 +126,18 @@ impl NodeLayout {
 
     /// Maps node position `i < len` to `(stream, x)`: the `x`-th element of that stream's
     /// epoch sequence on this node.
-    pub(crate) fn locate(&self, i: u64, window: u64, shuffle: bool) -> (usize, u64) {
-        let w = window.max(1);
-        // V(jW) <= jW <= i for j = i / W, so only forward steps can be needed, and V(x) > x - S
-        // bounds them by S / W + 1.
-        let mut j = i / w;
-        let mut lo_x = j.saturating_mul(w);
-        let mut hi_x = lo_x.saturating_add(w).min(self.len);
+    pub(crate) fn locate(&self, i: u64, shape: WindowShape, shuffle: bool) -> (usize, u64) {
+        // For the window j holding x = i, V(lo_j) <= lo_j <= i, so only forward steps can be
+        // needed, and V(x) > x - S bounds them by S / (smallest window) + 1.
+        let mut j = shape.index_of(i);
+        let (lo, hi) = shape.bounds(j);
+        let mut lo_x = lo.min(self.len);
+        let mut hi_x = hi.min(self.len);
         let mut hi_v = self.boundary(hi_x);
         while hi_v <= i && hi_x < self.len {
             j += 1;
             lo_x = hi_x;
-            hi_x = hi_x.saturating_add(w).min(self.len);
+            hi_x = shape.bounds(j).1.min(self.len);
             hi_v = self.boundary(hi_x);
         }
         let lo_v = self.boundary(lo_x);
@@ -95,6 +166,10 @@ impl NodeLayout {
 mod tests {
     use super::*;
 
+    fn shape(len: u64, warmup: u32) -> WindowShape {
+        WindowShape { len, warmup }
+    }
+
     fn node(epochs: &[u64]) -> NodeLayout {
         let streams = epochs
             .iter()
@@ -121,7 +196,7 @@ mod tests {
                 let mut seen: Vec<Vec<bool>> =
                     epochs.iter().map(|&e| vec![false; e as usize]).collect();
                 for i in 0..n.len {
-                    let (s, x) = n.locate(i, window, shuffle);
+                    let (s, x) = n.locate(i, shape(window, 0), shuffle);
                     assert!(
                         !seen[s][x as usize],
                         "{epochs:?} w={window}: ({s},{x}) twice"
@@ -139,9 +214,72 @@ mod tests {
         // Each window of 10 positions holds 6 of stream 0 and 4 of stream 1.
         for j in 0..100 {
             let zeros = (j * 10..(j + 1) * 10)
-                .filter(|&i| n.locate(i, 10, true).0 == 0)
+                .filter(|&i| n.locate(i, shape(10, 0), true).0 == 0)
                 .count();
             assert_eq!(zeros, 6);
         }
+    }
+
+    #[test]
+    fn warm_up_windows_double_then_tile_like_full_windows() {
+        let s = shape(64, 3);
+        let bounds: Vec<_> = (0..7).map(|j| s.bounds(j)).collect();
+        assert_eq!(
+            bounds,
+            [
+                (0, 8),
+                (8, 16),
+                (16, 32),
+                (32, 64),
+                (64, 128),
+                (128, 192),
+                (192, 256)
+            ]
+        );
+        for x in 0..300 {
+            let (lo, hi) = s.bounds(s.index_of(x));
+            assert!(lo <= x && x < hi, "x={x} in window {:?}", (lo, hi));
+        }
+        // A window smaller than 2^warmup: the first windows are one sample, some empty.
+        let tiny = shape(5, 4);
+        let mut at = 0;
+        for j in 0..10 {
+            let (lo, hi) = tiny.bounds(j);
+            assert_eq!(lo, at, "windows are contiguous");
+            assert!(hi >= lo);
+            at = hi;
+            if lo < hi {
+                assert_eq!(tiny.bounds(tiny.index_of(lo)), (lo, hi));
+            }
+        }
+        assert_eq!(shape(10, 0).bounds(3), (30, 40));
+        assert_eq!(shape(10, 0).index_of(35), 3);
+    }
+
+    #[test]
+    fn warm_up_tiles_every_stream_exactly_once_and_keeps_the_first_window_small() {
+        for (epochs, window, warmup) in [
+            (vec![10, 5], 4u64, 2u32),
+            (vec![7, 0, 3, 1], 1, 5),
+            (vec![100], 64, 6),
+            (vec![3, 97, 50], 1000, 6),
+            (vec![13, 29], 16, 3),
+        ] {
+            let n = node(&epochs);
+            let mut seen: Vec<Vec<bool>> =
+                epochs.iter().map(|&e| vec![false; e as usize]).collect();
+            for i in 0..n.len {
+                let (s, x) = n.locate(i, shape(window, warmup), true);
+                assert!(!seen[s][x as usize], "{epochs:?}: ({s},{x}) twice");
+                seen[s][x as usize] = true;
+            }
+            assert!(seen.iter().flatten().all(|&b| b));
+        }
+        // One stream of 1000, W = 64, warm-up 6: the first window is one sample, so the first
+        // position is the stream's first element whatever the permutation.
+        let n = node(&[1000]);
+        assert_eq!(n.locate(0, shape(64, 6), true), (0, 0));
+        // The first 8 positions with warm-up 3 (windows of 8, 8, 16, 32) come from x < 8.
+        assert!((0..8).all(|i| n.locate(i, shape(64, 3), true).1 < 8));
     }
 }
