@@ -4,7 +4,9 @@ Every adapter is a function ``(job) -> Iterator[(ids, payload_bytes)]`` run insi
 loader process (see ``child.py``): it builds the loader (the time to first batch starts just
 before), iterates one epoch, and for each batch hands back the sample ids it carried (from the
 data's own ``id`` field) and the payload bytes it delivered. Batches are what a training step
-would get — torch tensors (``tokens`` ``[B, 2048]``) or lists of ``bytes`` (``blob``) — and the
+would get — torch tensors (``tokens`` ``[B, 2048]``) or, for ``blob``, lists of ``bytes`` from the
+peers and one uint8 tensor ``[ΣL]`` plus int64 offsets ``[B+1]`` from shardstream
+(``binary_mode="ragged"``: the form a training step hands to the GPU) — and the
 adapters only look at their shapes, so no loader pays for work the others skip.
 
 ``job`` keys: ``kind``, ``column``, ``batch_size``, ``workers``, ``seed``, ``shuffle_buffer``
@@ -59,6 +61,9 @@ def shardstream_batches(job: Dict[str, Any]) -> Batches:
 
     col = job["column"]
     src = job["source"]
+    # Blobs come as one uint8 tensor per batch plus offsets (what a training step feeds to the
+    # GPU), not one Python `bytes` per sample; SHARDSTREAM_BINARY_MODE=bytes measures the lists.
+    binary_mode = os.environ.get("SHARDSTREAM_BINARY_MODE", "ragged")
     loader = shardstream.Loader(
         job["manifest"],
         batch_size=job["batch_size"],
@@ -67,19 +72,24 @@ def shardstream_batches(job: Dict[str, Any]) -> Batches:
         columns=["id", col],
         storage_options=src.get("storage_options") or None,
         pin_memory="never",
+        binary_mode=binary_mode,
     )
     for batch in loader:
         padded = batch["__padded__"]
         ids = batch["id"]
         values = batch[col]
-        if bool(padded.any()):
-            keep = ~padded
+        keep = ~padded if bool(padded.any()) else None
+        if keep is not None:
             ids = ids[keep]
-            if col == "tokens":
-                values = values[keep]
-            else:
-                values = [v for v, k in zip(values, keep.tolist()) if k]
-        yield _ids(ids), _payload_bytes(col, values)
+        if col == "tokens":
+            nbytes = _payload_bytes(col, values if keep is None else values[keep])
+        elif binary_mode == "bytes":
+            nbytes = _payload_bytes(col, values if keep is None else [v for v, k in zip(values, keep.tolist()) if k])
+        else:
+            offsets = batch[f"{col}_offsets"]
+            lengths = offsets[1:] - offsets[:-1]
+            nbytes = int((lengths if keep is None else lengths[keep]).sum())
+        yield _ids(ids), nbytes
     job["_stats"] = loader.stats()
     loader.close()
 

@@ -14,19 +14,26 @@
 //! | FixedSizeList of numbers | `Tensor [B, L]` |
 //! | List / LargeList of numbers, [`ListMode::Padded`] | `Padded { values: [B, Lmax], lengths: [B] }` — when all lists of the batch have one length `L`, `values` is exactly `[B, L]` |
 //! | List / LargeList of numbers, [`ListMode::Ragged`] | `Ragged { values: [ΣL], offsets: [B+1] }` |
-//! | anything else (strings, binary, structs, …) | `Arrow(ArrayRef)` via `interleave` |
+//! | Binary, LargeBinary, Utf8, LargeUtf8 (and views), [`BinaryMode::Padded`] | `Padded { values: uint8 [B, Lmax], lengths: [B] }` |
+//! | the same, [`BinaryMode::Ragged`] | `Ragged { values: uint8 [ΣL], offsets: [B+1] }` |
+//! | FixedSizeBinary(L), either tensor mode | `Tensor` uint8 `[B, L]` |
+//! | strings and binary in [`BinaryMode::Bytes`] (the default), anything else (structs, …) | `Arrow(ArrayRef)` |
 //!
-//! Lengths and offsets are int64. A null list counts as empty; a null *number* cannot be
-//! represented in a dense tensor and is an [`Error::UnsupportedColumn`] naming the column (select
-//! the columns you need, or fill nulls when writing the data).
+//! Lengths and offsets are int64. A null list, string or binary value counts as empty; a null
+//! *number* (or fixed-size value) cannot be represented in a dense tensor and is an
+//! [`Error::UnsupportedColumn`] naming the column (select the columns you need, or fill nulls
+//! when writing the data). Binary values take the same road as lists of numbers: each row's
+//! bytes are copied once, from the unit (an Arrow buffer, or for PLAIN Parquet the page itself)
+//! into the pooled batch buffer, with no object per value.
 
 use std::fmt;
 use std::mem::size_of;
 use std::ops::Range;
 
 use arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, FixedSizeListArray, GenericListArray,
-    OffsetSizeTrait,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BinaryViewArray, FixedSizeBinaryArray,
+    FixedSizeListArray, GenericBinaryArray, GenericListArray, GenericStringArray, OffsetSizeTrait,
+    StringViewArray,
 };
 use arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema,
@@ -34,7 +41,7 @@ use arrow::datatypes::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::ListMode;
+use crate::config::{BinaryMode, ColumnMode, ListMode};
 use crate::decode::plain::PlainColumn;
 use crate::decode::{DecodedUnit, UnitColumn};
 use crate::pinned::{Element, MemoryKind};
@@ -252,7 +259,8 @@ pub enum Column {
     Padded { values: Tensor, lengths: Tensor },
     /// Variable-length lists concatenated `[ΣL]`, with offsets `[B + 1]`.
     Ragged { values: Tensor, offsets: Tensor },
-    /// Everything that is not a number: strings, binary, nested types.
+    /// Everything that is not a number and not asked for as a tensor: strings and binary in
+    /// [`BinaryMode::Bytes`], nested types.
     Arrow(ArrayRef),
 }
 
@@ -305,7 +313,39 @@ enum Layout {
         large: bool,
         mode: ListMode,
     },
+    /// Binary and string values.
+    Bytes {
+        ty: BytesType,
+        mode: BinaryMode,
+    },
     Arrow,
+}
+
+/// The Arrow type of a binary or string column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BytesType {
+    Binary,
+    LargeBinary,
+    Utf8,
+    LargeUtf8,
+    BinaryView,
+    Utf8View,
+    Fixed(usize),
+}
+
+impl BytesType {
+    fn from_arrow(t: &DataType) -> Option<BytesType> {
+        Some(match t {
+            DataType::Binary => BytesType::Binary,
+            DataType::LargeBinary => BytesType::LargeBinary,
+            DataType::Utf8 => BytesType::Utf8,
+            DataType::LargeUtf8 => BytesType::LargeUtf8,
+            DataType::BinaryView => BytesType::BinaryView,
+            DataType::Utf8View => BytesType::Utf8View,
+            DataType::FixedSizeBinary(n) => BytesType::Fixed((*n).max(0) as usize),
+            _ => return None,
+        })
+    }
 }
 
 /// Builds batches from decoded units for one output schema.
@@ -316,12 +356,19 @@ pub struct Collator {
 }
 
 impl Collator {
-    /// `schema`: the loader's output columns in order; `mode` gives each list column's mode.
-    pub fn new(schema: &Schema, mode: impl Fn(&str) -> ListMode, pool: BufferPool) -> Collator {
+    /// `schema`: the loader's output columns in order; `mode` gives each column's list mode, or
+    /// a [`ColumnMode`] with its binary mode too (a bare [`ListMode`] keeps binary and string
+    /// columns as Arrow arrays).
+    pub fn new<M: Into<ColumnMode>>(
+        schema: &Schema,
+        mode: impl Fn(&str) -> M,
+        pool: BufferPool,
+    ) -> Collator {
         let columns = schema
             .fields()
             .iter()
             .map(|f| {
+                let mode: ColumnMode = mode(f.name()).into();
                 let layout = match f.data_type() {
                     DataType::Boolean => Layout::Bool,
                     DataType::FixedSizeList(item, n) => match DType::from_arrow(item.data_type()) {
@@ -333,12 +380,19 @@ impl Collator {
                             Some(d) => Layout::List {
                                 item: d,
                                 large: matches!(f.data_type(), DataType::LargeList(_)),
-                                mode: mode(f.name()),
+                                mode: mode.list,
                             },
                             None => Layout::Arrow,
                         }
                     }
-                    t => DType::from_arrow(t).map_or(Layout::Arrow, Layout::Number),
+                    t => match (DType::from_arrow(t), BytesType::from_arrow(t)) {
+                        (Some(d), _) => Layout::Number(d),
+                        (None, Some(ty)) => Layout::Bytes {
+                            ty,
+                            mode: mode.binary,
+                        },
+                        (None, None) => Layout::Arrow,
+                    },
                 };
                 (f.name().clone(), layout)
             })
@@ -443,6 +497,38 @@ impl Collator {
                     self.gather_lists(&views, rows, item, mode)
                 }
             }
+            Layout::Bytes { ty, mode } => {
+                let views = sources
+                    .iter()
+                    .map(|s| BytesView::new(s, ty))
+                    .collect::<std::result::Result<Vec<_>, String>>()
+                    .map_err(|e| unsupported(&e))?;
+                match (mode.tensor(), ty) {
+                    (None, _) if views.iter().all(|v| matches!(v, BytesView::Arrow(_))) => {
+                        // Only Arrow arrays: as it always was.
+                        let arrays = arrow_only()?;
+                        let dyns: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                        let array = arrow::compute::interleave(&dyns, rows)
+                            .map_err(|e| unsupported(&format!("an Arrow array ({e})")))?;
+                        Ok(Column::Arrow(array))
+                    }
+                    (None, _) => build_arrow_bytes(ty, &views, rows)
+                        .map(Column::Arrow)
+                        .map_err(|e| unsupported(&e)),
+                    (Some(_), BytesType::Fixed(len)) => {
+                        let mut t = Tensor::new(&self.pool, DType::U8, vec![b, len])?;
+                        let out = t.as_mut_bytes();
+                        for (i, &(u, r)) in rows.iter().enumerate() {
+                            let v = views[u]
+                                .value(r)
+                                .ok_or_else(|| unsupported("a dense tensor: it holds nulls"))?;
+                            out[i * len..(i + 1) * len].copy_from_slice(v);
+                        }
+                        Ok(Column::Tensor(t))
+                    }
+                    (Some(mode), _) => self.gather_bytes(&views, rows, mode),
+                }
+            }
             Layout::Arrow => {
                 let arrays = arrow_only()?;
                 let dyns: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
@@ -507,6 +593,201 @@ impl Collator {
     }
 }
 
+impl Collator {
+    /// Copies each row's bytes into a uint8 batch tensor (a null value counts as empty).
+    fn gather_bytes(
+        &self,
+        views: &[BytesView<'_>],
+        rows: &[(usize, usize)],
+        mode: ListMode,
+    ) -> Result<Column> {
+        let b = rows.len();
+        let value = |&(u, r): &(usize, usize)| views[u].value(r).unwrap_or_default();
+        match mode {
+            ListMode::Padded => {
+                let lmax = rows.iter().map(|x| value(x).len()).max().unwrap_or(0);
+                let mut values = Tensor::new(&self.pool, DType::U8, vec![b, lmax])?;
+                let mut lengths = Tensor::new(&self.pool, DType::I64, vec![b])?;
+                let out = values.as_mut_bytes();
+                let lens = lengths.as_mut_slice::<i64>();
+                for (i, x) in rows.iter().enumerate() {
+                    let v = value(x);
+                    let row = &mut out[i * lmax..(i + 1) * lmax];
+                    row[..v.len()].copy_from_slice(v);
+                    // Pooled buffers are recycled: padding must be written, not assumed.
+                    row[v.len()..].fill(0);
+                    lens[i] = v.len() as i64;
+                }
+                Ok(Column::Padded { values, lengths })
+            }
+            ListMode::Ragged => {
+                let total: usize = rows.iter().map(|x| value(x).len()).sum();
+                let mut values = Tensor::new(&self.pool, DType::U8, vec![total])?;
+                let mut offsets = Tensor::new(&self.pool, DType::I64, vec![b + 1])?;
+                let out = values.as_mut_bytes();
+                let offs = offsets.as_mut_slice::<i64>();
+                let mut at = 0usize;
+                offs[0] = 0;
+                for (i, x) in rows.iter().enumerate() {
+                    let v = value(x);
+                    out[at..at + v.len()].copy_from_slice(v);
+                    at += v.len();
+                    offs[i + 1] = at as i64;
+                }
+                Ok(Column::Ragged { values, offsets })
+            }
+        }
+    }
+}
+
+/// One unit's binary or string column, seen as one byte string per row.
+enum BytesView<'a> {
+    Arrow(ArrowBytes<'a>),
+    /// PLAIN BYTE_ARRAY or FIXED_LEN_BYTE_ARRAY values in their pages (never null).
+    Plain(&'a PlainColumn),
+}
+
+enum ArrowBytes<'a> {
+    Binary(&'a GenericBinaryArray<i32>),
+    LargeBinary(&'a GenericBinaryArray<i64>),
+    Utf8(&'a GenericStringArray<i32>),
+    LargeUtf8(&'a GenericStringArray<i64>),
+    BinaryView(&'a BinaryViewArray),
+    Utf8View(&'a StringViewArray),
+    Fixed(&'a FixedSizeBinaryArray),
+}
+
+impl<'a> BytesView<'a> {
+    /// Views a unit's column; any binary or string type will do (shards may store one column
+    /// as Binary in one file and LargeUtf8 in another), except that a fixed-size column needs
+    /// values of exactly its size.
+    fn new(source: &'a UnitColumn, ty: BytesType) -> std::result::Result<Self, String> {
+        let mismatch = || "a byte tensor (the shards disagree on its type)".to_string();
+        let fixed = match ty {
+            BytesType::Fixed(n) => Some(n),
+            _ => None,
+        };
+        let a = match source {
+            UnitColumn::Plain(p) => {
+                return match fixed {
+                    Some(n) if !p.is_byte_array() && !p.is_list() && p.width() == n => {
+                        Ok(BytesView::Plain(p))
+                    }
+                    None if p.is_byte_array() => Ok(BytesView::Plain(p)),
+                    _ => Err(mismatch()),
+                }
+            }
+            UnitColumn::Arrow(a) => a,
+        };
+        let view = match a.data_type() {
+            DataType::FixedSizeBinary(n) if fixed == Some((*n).max(0) as usize) => {
+                ArrowBytes::Fixed(a.as_fixed_size_binary())
+            }
+            _ if fixed.is_some() => return Err(mismatch()),
+            DataType::Binary => ArrowBytes::Binary(a.as_binary::<i32>()),
+            DataType::LargeBinary => ArrowBytes::LargeBinary(a.as_binary::<i64>()),
+            DataType::Utf8 => ArrowBytes::Utf8(a.as_string::<i32>()),
+            DataType::LargeUtf8 => ArrowBytes::LargeUtf8(a.as_string::<i64>()),
+            DataType::BinaryView => ArrowBytes::BinaryView(a.as_binary_view()),
+            DataType::Utf8View => ArrowBytes::Utf8View(a.as_string_view()),
+            _ => return Err(mismatch()),
+        };
+        Ok(BytesView::Arrow(view))
+    }
+
+    /// Row `r`'s bytes, `None` when null.
+    fn value(&self, r: usize) -> Option<&'a [u8]> {
+        let a = match self {
+            BytesView::Plain(p) => return Some(p.value(r)),
+            BytesView::Arrow(a) => a,
+        };
+        macro_rules! get {
+            ($arr:expr, $v:expr) => {
+                if $arr.is_null(r) {
+                    None
+                } else {
+                    Some($v)
+                }
+            };
+        }
+        match a {
+            ArrowBytes::Binary(x) => get!(x, x.value(r)),
+            ArrowBytes::LargeBinary(x) => get!(x, x.value(r)),
+            ArrowBytes::Utf8(x) => get!(x, x.value(r).as_bytes()),
+            ArrowBytes::LargeUtf8(x) => get!(x, x.value(r).as_bytes()),
+            ArrowBytes::BinaryView(x) => get!(x, x.value(r)),
+            ArrowBytes::Utf8View(x) => get!(x, x.value(r).as_bytes()),
+            ArrowBytes::Fixed(x) => get!(x, x.value(r)),
+        }
+    }
+}
+
+/// An Arrow array of type `ty` holding `rows`, for [`BinaryMode::Bytes`] when some units were
+/// decoded by the PLAIN fast path (the values are the same as `interleave` would give).
+fn build_arrow_bytes(
+    ty: BytesType,
+    views: &[BytesView<'_>],
+    rows: &[(usize, usize)],
+) -> std::result::Result<ArrayRef, String> {
+    use arrow::array::{
+        BinaryViewBuilder, FixedSizeBinaryBuilder, GenericBinaryBuilder, GenericStringBuilder,
+        StringViewBuilder,
+    };
+    use std::sync::Arc;
+    let total: usize = rows
+        .iter()
+        .map(|&(u, r)| views[u].value(r).map_or(0, <[u8]>::len))
+        .sum();
+    fn utf8(v: &[u8]) -> std::result::Result<&str, String> {
+        std::str::from_utf8(v).map_err(|e| format!("a string column ({e})"))
+    }
+    fn same(v: &[u8]) -> std::result::Result<&[u8], String> {
+        Ok(v)
+    }
+    macro_rules! build {
+        ($builder:expr, $conv:expr) => {{
+            let mut b = $builder;
+            for &(u, r) in rows {
+                match views[u].value(r) {
+                    Some(v) => b.append_value($conv(v)?),
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    Ok(match ty {
+        BytesType::Binary => build!(
+            GenericBinaryBuilder::<i32>::with_capacity(rows.len(), total),
+            same
+        ),
+        BytesType::LargeBinary => build!(
+            GenericBinaryBuilder::<i64>::with_capacity(rows.len(), total),
+            same
+        ),
+        BytesType::Utf8 => build!(
+            GenericStringBuilder::<i32>::with_capacity(rows.len(), total),
+            utf8
+        ),
+        BytesType::LargeUtf8 => build!(
+            GenericStringBuilder::<i64>::with_capacity(rows.len(), total),
+            utf8
+        ),
+        BytesType::BinaryView => build!(BinaryViewBuilder::with_capacity(rows.len()), same),
+        BytesType::Utf8View => build!(StringViewBuilder::with_capacity(rows.len()), utf8),
+        BytesType::Fixed(n) => {
+            let mut b = FixedSizeBinaryBuilder::with_capacity(rows.len(), n as i32);
+            for &(u, r) in rows {
+                match views[u].value(r) {
+                    Some(v) => b.append_value(v).map_err(|e| e.to_string())?,
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }
+    })
+}
+
 /// One unit's list column, seen as rows of elements with their bytes.
 enum ListView<'a, O: OffsetSizeTrait> {
     Arrow {
@@ -553,7 +834,7 @@ where
     sources
         .iter()
         .map(|s| match s {
-            UnitColumn::Plain(p) if p.width() == width => Ok(ListView::Plain(p)),
+            UnitColumn::Plain(p) if p.width() == width && p.is_list() => Ok(ListView::Plain(p)),
             UnitColumn::Plain(_) => Err(mismatch()),
             UnitColumn::Arrow(a) => {
                 let list = a.as_list_opt::<O>().ok_or_else(mismatch)?;
@@ -586,7 +867,7 @@ where
     for s in sources {
         arrays.push(match s {
             UnitColumn::Arrow(a) => Some(a.as_primitive_opt::<A>().ok_or_else(mismatch)?),
-            UnitColumn::Plain(p) if p.width() == w => None,
+            UnitColumn::Plain(p) if p.width() == w && !p.is_list() && !p.is_byte_array() => None,
             UnitColumn::Plain(_) => return Err(mismatch()),
         });
     }
@@ -790,6 +1071,54 @@ mod tests {
         let err = c.collate(&[&du(&u)], &[(0, 1)]).unwrap_err();
         assert!(matches!(err, Error::UnsupportedColumn { .. }), "{err}");
         assert!(err.to_string().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn binary_and_strings_become_byte_tensors_when_asked() {
+        use arrow::array::{BinaryArray, FixedSizeBinaryArray};
+        let a = unit(&[0, 1], &[&[1], &[2]], &["héllo", ""]);
+        let blob: ArrayRef = Arc::new(BinaryArray::from(vec![Some(&b"xy"[..]), None]));
+        let code: ArrayRef =
+            Arc::new(FixedSizeBinaryArray::try_from_iter([b"ab", b"cd"].into_iter()).unwrap());
+        let extra = RecordBatch::try_from_iter(vec![("blob", blob), ("code", code)]).unwrap();
+        let modes = |binary| {
+            move |_: &str| ColumnMode {
+                list: ListMode::Padded,
+                binary,
+            }
+        };
+        let rows = [(0, 1), (0, 0)];
+        // Ragged strings.
+        let c = Collator::new(&a.schema(), modes(BinaryMode::Ragged), pageable_pool());
+        let cols = c.collate(&[&du(&a)], &rows).unwrap();
+        let Column::Ragged { values, offsets } = &cols[2].1 else {
+            panic!()
+        };
+        assert_eq!(values.dtype(), DType::U8);
+        assert_eq!(values.as_slice::<u8>().unwrap(), "héllo".as_bytes());
+        assert_eq!(offsets.as_slice::<i64>().unwrap(), &[0, 0, 6]);
+        // Padded binary (a null is empty, padding rezeroed after a wider batch), and a
+        // fixed-size column is exactly [B, L].
+        let c = Collator::new(&extra.schema(), modes(BinaryMode::Padded), pageable_pool());
+        drop(c.collate(&[&du(&extra)], &[(0, 0); 8]).unwrap());
+        let cols = c
+            .collate(&[&du(&extra)], &[(0, 1), (0, 0), (0, 0)])
+            .unwrap();
+        let Column::Padded { values, lengths } = &cols[0].1 else {
+            panic!()
+        };
+        assert_eq!(values.shape(), &[3, 2]);
+        assert_eq!(values.as_slice::<u8>().unwrap(), b"\0\0xyxy");
+        assert_eq!(lengths.as_slice::<i64>().unwrap(), &[0, 2, 2]);
+        let Column::Tensor(code) = &cols[1].1 else {
+            panic!()
+        };
+        assert_eq!(code.shape(), &[3, 2]);
+        assert_eq!(code.as_slice::<u8>().unwrap(), b"cdabab");
+        // The default keeps Arrow arrays.
+        let c = Collator::new(&extra.schema(), |_| ListMode::Ragged, pageable_pool());
+        let cols = c.collate(&[&du(&extra)], &rows).unwrap();
+        assert!(matches!(cols[0].1, Column::Arrow(_)) && matches!(cols[1].1, Column::Arrow(_)));
     }
 
     #[test]

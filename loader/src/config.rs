@@ -7,7 +7,7 @@
 //! - **the plan** (`streams`, `seed`, `shuffle`, `window`, `drop_last`, `epoch_size`,
 //!   `canonical_nodes`, the topology and `batch_size`): every rank must use the same values, and
 //!   a resume state refuses a change that would alter the sample order;
-//! - **what a batch holds** (`columns`, `list_mode`/`list_modes`);
+//! - **what a batch holds** (`columns`, `list_mode`/`list_modes`, `binary_mode`/`binary_modes`);
 //! - **performance and resources** (`prefetch_bytes`, `io_concurrency`, `decode_threads`,
 //!   `cache_dir`/`cache_limit`, `pin_memory`, `batch_queue`): these never change which samples
 //!   arrive or in which order.
@@ -34,6 +34,11 @@ pub const DEFAULT_PREFETCH_BYTES: u64 = 512 << 20;
 pub const DEFAULT_WINDOW: Window = Window::Bytes(128 << 20);
 /// Default concurrent requests to the store.
 pub const DEFAULT_IO_CONCURRENCY: usize = 16;
+
+/// Default longest single GET: longer reads are split into concurrent ranged GETs (see
+/// `fetch`'s module docs). 4 MiB keeps a request's fixed cost (~20–50 ms on S3) small next to
+/// its transfer while letting an 8–64 MiB row group or shard use several connections.
+pub const DEFAULT_RANGE_SPLIT_BYTES: u64 = 4 << 20;
 /// Default decoder threads.
 pub const DEFAULT_DECODE_THREADS: usize = 2;
 
@@ -76,6 +81,55 @@ pub enum ListMode {
     Padded,
     /// `values: [ΣL]` concatenated, plus `offsets: [B + 1]` (int64).
     Ragged,
+}
+
+/// How a binary or string column (Arrow Binary, LargeBinary, Utf8, LargeUtf8, their views, and
+/// FixedSizeBinary) reaches the consumer.
+///
+/// The tensor modes treat each value as a list of `uint8` and lay it out like a list of numbers
+/// in [`ListMode`]: gathered straight into pooled (pinned when available) batch memory, no
+/// per-value objects. A null value counts as empty. FixedSizeBinary(L) is an exact `[B, L]`
+/// uint8 tensor in both tensor modes (like a fixed-size list of numbers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BinaryMode {
+    /// One Arrow array per batch (`Column::Arrow`); the Python binding makes a `list[bytes]` /
+    /// `list[str]` of it (one Python object per value).
+    #[default]
+    Bytes,
+    /// `values: uint8 [B, Lmax]` padded with zeros, plus `lengths: [B]` (int64).
+    Padded,
+    /// `values: uint8 [ΣL]` concatenated, plus `offsets: [B + 1]` (int64).
+    Ragged,
+}
+
+impl BinaryMode {
+    /// The list layout of the tensor modes (`None` for [`BinaryMode::Bytes`]).
+    pub fn tensor(self) -> Option<ListMode> {
+        match self {
+            BinaryMode::Bytes => None,
+            BinaryMode::Padded => Some(ListMode::Padded),
+            BinaryMode::Ragged => Some(ListMode::Ragged),
+        }
+    }
+}
+
+/// How one column is laid out: its list mode (lists of numbers) and its binary mode (binary
+/// and string columns). A column has only one of those types, so only one of the two applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ColumnMode {
+    pub list: ListMode,
+    pub binary: BinaryMode,
+}
+
+impl From<ListMode> for ColumnMode {
+    /// The list mode, binary columns as today ([`BinaryMode::Bytes`]).
+    fn from(list: ListMode) -> ColumnMode {
+        ColumnMode {
+            list,
+            binary: BinaryMode::Bytes,
+        }
+    }
 }
 
 /// Everything the loader needs to know. See the module docs for the groups of options.
@@ -129,6 +183,9 @@ pub struct LoaderConfig {
     /// (default 16). A projected Parquet row group issues one request per coalesced range of its
     /// column chunks, so the request count can be a small multiple of this.
     pub io_concurrency: usize,
+    /// Reads from the store longer than this go out as several concurrent ranged GETs
+    /// (default [`DEFAULT_RANGE_SPLIT_BYTES`]).
+    pub range_split_bytes: u64,
     /// Threads of the loader's async I/O runtime (default 2).
     pub io_threads: usize,
     /// Concurrent decoders (default 2).
@@ -147,6 +204,11 @@ pub struct LoaderConfig {
     pub list_mode: ListMode,
     /// Per-column overrides of `list_mode`.
     pub list_modes: BTreeMap<String, ListMode>,
+    /// Default for binary and string columns (default [`BinaryMode::Bytes`]: Arrow arrays, which
+    /// Python sees as lists of `bytes`/`str`).
+    pub binary_mode: BinaryMode,
+    /// Per-column overrides of `binary_mode`.
+    pub binary_modes: BTreeMap<String, BinaryMode>,
     /// Page-locked batch memory (default [`PinMemory::Auto`]).
     pub pin_memory: PinMemory,
     /// CUDA device whose context allocates pinned memory (default `LOCAL_RANK`, else 0).
@@ -194,6 +256,7 @@ impl LoaderConfig {
             cache_limit: None,
             prefetch_bytes: DEFAULT_PREFETCH_BYTES,
             io_concurrency: DEFAULT_IO_CONCURRENCY,
+            range_split_bytes: DEFAULT_RANGE_SPLIT_BYTES,
             io_threads: 2,
             decode_threads: DEFAULT_DECODE_THREADS,
             collate_threads: default_collate_threads(),
@@ -201,6 +264,8 @@ impl LoaderConfig {
             batch_queue: DEFAULT_BATCH_QUEUE,
             list_mode: ListMode::Padded,
             list_modes: BTreeMap::new(),
+            binary_mode: BinaryMode::Bytes,
+            binary_modes: BTreeMap::new(),
             pin_memory: PinMemory::Auto,
             pin_device: None,
             resume: None,
@@ -360,6 +425,11 @@ impl LoaderConfig {
         self
     }
 
+    pub fn with_range_split_bytes(mut self, bytes: u64) -> Self {
+        self.range_split_bytes = bytes;
+        self
+    }
+
     pub fn with_io_concurrency(mut self, n: usize) -> Self {
         self.io_concurrency = n;
         self
@@ -394,6 +464,18 @@ impl LoaderConfig {
     /// List mode of one column.
     pub fn with_list_mode(mut self, column: impl Into<String>, mode: ListMode) -> Self {
         self.list_modes.insert(column.into(), mode);
+        self
+    }
+
+    /// Default binary mode for all binary and string columns.
+    pub fn with_default_binary_mode(mut self, mode: BinaryMode) -> Self {
+        self.binary_mode = mode;
+        self
+    }
+
+    /// Binary mode of one column.
+    pub fn with_binary_mode(mut self, column: impl Into<String>, mode: BinaryMode) -> Self {
+        self.binary_modes.insert(column.into(), mode);
         self
     }
 
@@ -432,12 +514,28 @@ impl LoaderConfig {
         self
     }
 
+    /// The layout modes of `column`: its list mode and its binary mode.
+    pub fn column_mode_of(&self, column: &str) -> ColumnMode {
+        ColumnMode {
+            list: self.list_mode_of(column),
+            binary: self.binary_mode_of(column),
+        }
+    }
+
     /// The list mode of `column`.
     pub fn list_mode_of(&self, column: &str) -> ListMode {
         self.list_modes
             .get(column)
             .copied()
             .unwrap_or(self.list_mode)
+    }
+
+    /// The binary mode of `column`.
+    pub fn binary_mode_of(&self, column: &str) -> BinaryMode {
+        self.binary_modes
+            .get(column)
+            .copied()
+            .unwrap_or(self.binary_mode)
     }
 
     /// The shuffle window in effect.
@@ -503,6 +601,9 @@ impl LoaderConfig {
         }
         if self.io_concurrency == 0 {
             return bad("io_concurrency must be at least 1".into());
+        }
+        if self.range_split_bytes == 0 {
+            return bad("range_split_bytes must be larger than 0".into());
         }
         if !(1..=64).contains(&self.io_threads) {
             return bad(format!(
@@ -603,5 +704,18 @@ mod tests {
             .with_list_mode("tokens", ListMode::Padded);
         assert_eq!(c.list_mode_of("tokens"), ListMode::Padded);
         assert_eq!(c.list_mode_of("other"), ListMode::Ragged);
+    }
+
+    #[test]
+    fn binary_modes_fall_back_to_the_default_and_keep_bytes_by_default() {
+        let c = LoaderConfig::new("m", 4);
+        assert_eq!(c.binary_mode_of("blob"), BinaryMode::Bytes);
+        let c = c
+            .with_default_binary_mode(BinaryMode::Ragged)
+            .with_binary_mode("text", BinaryMode::Bytes);
+        assert_eq!(c.column_mode_of("blob").binary, BinaryMode::Ragged);
+        assert_eq!(c.column_mode_of("text").binary, BinaryMode::Bytes);
+        assert_eq!(BinaryMode::Padded.tensor(), Some(ListMode::Padded));
+        assert_eq!(BinaryMode::Bytes.tensor(), None);
     }
 }

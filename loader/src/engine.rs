@@ -871,7 +871,7 @@ impl Loader {
         let pool = BufferPool::new(allocator, MIN_POOL_RETAIN);
         let collator = Arc::new(Collator::new(
             &output_schema,
-            |c| config.list_mode_of(c),
+            |c| config.column_mode_of(c),
             pool.clone(),
         ));
 

@@ -42,7 +42,7 @@ pub mod pool;
 pub mod stats;
 
 pub use collate::{Batch, Column, DType, SampleId, Tensor};
-pub use config::{ListMode, LoaderConfig, PinMemory};
+pub use config::{BinaryMode, ColumnMode, ListMode, LoaderConfig, PinMemory};
 pub use engine::Loader;
 pub use error::{Error, Result};
 pub use stats::LoaderStats;

@@ -184,6 +184,7 @@ def native_kwargs(
     epoch_size: Optional[int] = None,
     canonical_nodes: Optional[int] = None,
     list_mode: Union[str, Mapping[str, str]] = "padded",
+    binary_mode: Union[str, Mapping[str, str]] = "bytes",
     io_concurrency: Optional[int] = None,
     decode_threads: Optional[int] = None,
     io_threads: Optional[int] = None,
@@ -233,6 +234,10 @@ def native_kwargs(
         kw["list_mode"] = list_mode
     else:
         kw["list_modes"] = {str(k): str(v) for k, v in list_mode.items()}
+    if isinstance(binary_mode, str):
+        kw["binary_mode"] = binary_mode
+    else:
+        kw["binary_modes"] = {str(k): str(v) for k, v in binary_mode.items()}
     for name, value in (
         ("io_concurrency", io_concurrency),
         ("decode_threads", decode_threads),
@@ -354,7 +359,8 @@ class Loader:
     Iterating yields one dict per batch: every selected column (numbers as tensors of shape
     ``[B]`` or ``[B, L]``; variable-length number lists as ``name`` ``[B, Lmax]`` padded with
     zeros plus ``name_lengths``, or with ``list_mode="ragged"`` ``name`` ``[ΣL]`` plus
-    ``name_offsets`` ``[B+1]``; strings and binary as ``list[str]`` / ``list[bytes]``), plus
+    ``name_offsets`` ``[B+1]``; strings and binary as ``list[str]`` / ``list[bytes]``, or with
+    ``binary_mode="ragged"`` / ``"padded"`` as uint8 tensors laid out like number lists), plus
     ``__index__`` (each sample's global id, int64), ``__padded__`` (bool: a repeat that fills
     the epoch's last batch; skip it in metrics), ``__batch__`` and ``__epoch__``, and with
     several datasets ``__stream__``.
@@ -390,6 +396,13 @@ class Loader:
         epoch: first epoch. epoch_size: samples per epoch of weighted streams.
         canonical_nodes: fix the canonical node count (default: the node count at start).
         list_mode: ``"padded"`` or ``"ragged"``, or a dict per column.
+        binary_mode: how binary and string columns arrive: ``"bytes"`` (default:
+            ``list[bytes]`` / ``list[str]``, one Python object per value), ``"ragged"``
+            (``name`` uint8 ``[ΣL]`` plus ``name_offsets`` int64 ``[B+1]``) or ``"padded"``
+            (``name`` uint8 ``[B, Lmax]``, zero-padded, plus ``name_lengths`` int64 ``[B]``);
+            or a dict per column (others stay ``"bytes"``). The tensor modes copy each value
+            once, straight into pooled (pinned) batch memory, and hand it over zero-copy;
+            a null value counts as empty, and a fixed-size binary column is ``[B, L]``.
         io_concurrency, decode_threads, io_threads, batch_queue: engine tuning.
 
     Iterating the loader again continues the current epoch where it stopped, or after an
@@ -424,6 +437,7 @@ class Loader:
         epoch_size: Optional[int] = None,
         canonical_nodes: Optional[int] = None,
         list_mode: Union[str, Mapping[str, str]] = "padded",
+        binary_mode: Union[str, Mapping[str, str]] = "bytes",
         io_concurrency: Optional[int] = None,
         decode_threads: Optional[int] = None,
         io_threads: Optional[int] = None,
@@ -455,6 +469,7 @@ class Loader:
             epoch_size=epoch_size,
             canonical_nodes=canonical_nodes,
             list_mode=list_mode,
+            binary_mode=binary_mode,
             io_concurrency=io_concurrency,
             decode_threads=decode_threads,
             io_threads=io_threads,

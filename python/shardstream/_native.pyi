@@ -100,6 +100,8 @@ class Loader:
         batch_queue: Optional[int] = None,
         list_mode: Optional[str] = None,
         list_modes: Optional[Mapping[str, str]] = None,
+        binary_mode: Optional[str] = None,
+        binary_modes: Optional[Mapping[str, str]] = None,
         pin_memory: str = "auto",
         pin_device: Optional[int] = None,
         storage_options: Optional[Mapping[str, str]] = None,

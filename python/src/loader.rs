@@ -36,7 +36,7 @@ use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use shard_index::plan::ResumeState;
-use shardstream_loader::config::{ListMode, Mix, Window};
+use shardstream_loader::config::{BinaryMode, ListMode, Mix, Window};
 use shardstream_loader::{Batch, Column, Loader as Engine, LoaderConfig, PinMemory};
 
 use crate::dlpack::Tensor;
@@ -238,6 +238,17 @@ fn parse_list_mode(s: &str) -> PyResult<ListMode> {
     }
 }
 
+fn parse_binary_mode(s: &str) -> PyResult<BinaryMode> {
+    match s {
+        "bytes" => Ok(BinaryMode::Bytes),
+        "padded" => Ok(BinaryMode::Padded),
+        "ragged" => Ok(BinaryMode::Ragged),
+        _ => Err(config_error(format!(
+            "binary mode must be \"bytes\", \"padded\" or \"ragged\", got {s:?}"
+        ))),
+    }
+}
+
 #[pymethods]
 impl Loader {
     /// Opens the manifests and plans the first epoch (nothing is fetched yet).
@@ -249,7 +260,8 @@ impl Loader {
         shuffle_window_bytes=None, shuffle_warmup=None, drop_last=false, epoch_size=None, nodes=1, ranks_per_node=1,
         rank=0, worker=None, canonical_nodes=None, cache_dir=None, cache_limit=None,
         prefetch_bytes=None, io_concurrency=None, io_threads=None, decode_threads=None,
-        batch_queue=None, list_mode=None, list_modes=None, pin_memory="auto", pin_device=None,
+        batch_queue=None, list_mode=None, list_modes=None, binary_mode=None, binary_modes=None,
+        pin_memory="auto", pin_device=None,
         storage_options=None, storage_config=None, resume=None, epoch=0
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -279,6 +291,8 @@ impl Loader {
         batch_queue: Option<usize>,
         list_mode: Option<String>,
         list_modes: Option<HashMap<String, String>>,
+        binary_mode: Option<String>,
+        binary_modes: Option<HashMap<String, String>>,
         pin_memory: &str,
         pin_device: Option<u32>,
         storage_options: Option<HashMap<String, String>>,
@@ -365,6 +379,12 @@ impl Loader {
         }
         for (column, m) in list_modes.unwrap_or_default() {
             config = config.with_list_mode(column, parse_list_mode(&m)?);
+        }
+        if let Some(m) = binary_mode {
+            config = config.with_default_binary_mode(parse_binary_mode(&m)?);
+        }
+        for (column, m) in binary_modes.unwrap_or_default() {
+            config = config.with_binary_mode(column, parse_binary_mode(&m)?);
         }
         if let Some(d) = pin_device {
             config = config.with_pin_device(d);
@@ -622,7 +642,8 @@ fn batch_to_dict(py: Python<'_>, batch: Batch, multi_stream: bool) -> PyResult<B
     Ok(d)
 }
 
-/// Strings become `list[str]`, binary `list[bytes]` (nulls `None`); anything else (structs,
+/// Strings become `list[str]`, binary `list[bytes]` (nulls `None`) — in the default binary mode;
+/// the `padded`/`ragged` modes arrive as uint8 tensors instead. Anything else (structs,
 /// lists of strings, …) an [`ArrowColumn`] holding the column as Arrow IPC.
 fn arrow_to_py<'py>(py: Python<'py>, name: &str, array: &ArrayRef) -> PyResult<Bound<'py, PyAny>> {
     let array = match array.data_type() {

@@ -1,4 +1,5 @@
-//! The fast path for the columns that matter most: numbers and lists of numbers stored PLAIN.
+//! The fast path for the columns that matter most: numbers, lists of numbers and binary/string
+//! values stored PLAIN.
 //!
 //! Token ids, embeddings and labels are fixed-width numbers, often written PLAIN (uncompressed,
 //! or compressed per page). For them the general Arrow reader costs more than the bytes it
@@ -12,10 +13,17 @@
 //!
 //! A column qualifies ([`PlainLeaf::for_column`]) when its Parquet physical type has the width
 //! of its Arrow type (INT32 as Int32/UInt32, INT64, FLOAT, DOUBLE) and it is a number or a
-//! single-level list of numbers. A chunk whose pages turn out to use another encoding
-//! (dictionary, delta, byte-stream-split) or hold nulls makes [`decode_column`] return
-//! [`Declined::Fallback`], and the engine decodes that chunk with the Arrow reader instead, so
-//! the fast path never changes what a batch holds — only how fast it is built.
+//! single-level list of numbers; or when it is a BYTE_ARRAY read as Binary/LargeBinary/Utf8/
+//! LargeUtf8, or a FIXED_LEN_BYTE_ARRAY read as FixedSizeBinary of the same length (not in a
+//! list). A BYTE_ARRAY page is a run of values each behind a 4-byte length; [`decode_column`]
+//! walks those prefixes once per page and keeps, per row, where its bytes lie in the page
+//! (a value never straddles pages), so the collator copies each value straight from the page
+//! into the batch — no Arrow offsets and values buffers in between. Utf8 values are checked to
+//! be UTF-8 as the Arrow reader would (an invalid one declines, and the Arrow reader reports
+//! it). A chunk whose pages turn out to use another encoding (dictionary, delta,
+//! byte-stream-split) or hold nulls makes [`decode_column`] return [`Declined::Fallback`], and
+//! the engine decodes that chunk with the Arrow reader instead, so the fast path never changes
+//! what a batch holds — only how fast it is built.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -42,12 +50,21 @@ enum Shape {
     List { max_def: i16, element_def: i16 },
 }
 
+/// How a qualifying column's values are stored in a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Values {
+    /// Back to back, `width` bytes each (numbers, FIXED_LEN_BYTE_ARRAY).
+    Fixed { width: usize },
+    /// BYTE_ARRAY: each value behind its 4-byte little-endian length; `utf8`: must be UTF-8.
+    Prefixed { utf8: bool },
+}
+
 /// A projected column that may take the fast path: its Parquet leaf and shape.
 #[derive(Clone, Copy, Debug)]
 pub struct PlainLeaf {
     /// Index of the leaf column in the file's schema.
     pub leaf: usize,
-    width: usize,
+    values: Values,
     shape: Shape,
 }
 
@@ -58,12 +75,37 @@ impl PlainLeaf {
         leaf: usize,
         descr: &ColumnDescriptor,
     ) -> Option<PlainLeaf> {
+        let (max_def, max_rep) = (descr.max_def_level(), descr.max_rep_level());
+        let scalar = (max_rep == 0 && max_def <= 1).then_some(Shape::Scalar { max_def });
         let width = match descr.physical_type() {
             PhysicalType::INT32 | PhysicalType::FLOAT => 4,
             PhysicalType::INT64 | PhysicalType::DOUBLE => 8,
+            PhysicalType::BYTE_ARRAY => {
+                let utf8 = match arrow_type {
+                    DataType::Binary | DataType::LargeBinary => false,
+                    DataType::Utf8 | DataType::LargeUtf8 => true,
+                    _ => return None,
+                };
+                return scalar.map(|shape| PlainLeaf {
+                    leaf,
+                    values: Values::Prefixed { utf8 },
+                    shape,
+                });
+            }
+            PhysicalType::FIXED_LEN_BYTE_ARRAY => {
+                let width = usize::try_from(descr.type_length()).ok()?;
+                return match arrow_type {
+                    DataType::FixedSizeBinary(n) if *n as usize == width && width > 0 => scalar
+                        .map(|shape| PlainLeaf {
+                            leaf,
+                            values: Values::Fixed { width },
+                            shape,
+                        }),
+                    _ => None,
+                };
+            }
             _ => return None,
         };
-        let (max_def, max_rep) = (descr.max_def_level(), descr.max_rep_level());
         let (item, shape) = match arrow_type {
             DataType::List(f) | DataType::LargeList(f) if max_rep == 1 => {
                 let leaf_optional = descr.self_type().is_optional();
@@ -76,28 +118,44 @@ impl PlainLeaf {
                     },
                 )
             }
-            t if max_rep == 0 && max_def <= 1 => (t, Shape::Scalar { max_def }),
-            _ => return None,
+            t => (t, scalar?),
         };
         // The Arrow type must be a number of the physical width (not Int8 stored as INT32, not
         // a date or a decimal): then the stored little-endian bytes are the output bytes.
         let dtype = DType::from_arrow(item)?;
-        (dtype.size() == width).then_some(PlainLeaf { leaf, width, shape })
+        (dtype.size() == width).then_some(PlainLeaf {
+            leaf,
+            values: Values::Fixed { width },
+            shape,
+        })
     }
+}
+
+/// Where one BYTE_ARRAY value lies: `segments[segment][start..start + len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ValueRange {
+    segment: u32,
+    start: u32,
+    len: u32,
 }
 
 /// One column of one row group, decoded by the fast path: the pages' value bytes, untouched,
 /// and where each row's values start.
 #[derive(Debug)]
 pub struct PlainColumn {
+    /// Bytes per element (1 for BYTE_ARRAY values, whose elements are bytes).
     width: usize,
-    /// The values of each data page, PLAIN little-endian, in order.
+    /// The values of each data page, PLAIN little-endian, in order (BYTE_ARRAY: with their
+    /// length prefixes).
     segments: Vec<Bytes>,
-    /// Element index at which each segment starts, plus the total at the end.
+    /// Element index at which each segment starts, plus the total at the end (BYTE_ARRAY: row
+    /// index).
     segment_starts: Vec<usize>,
     /// Lists: row `r` holds elements `offsets[r]..offsets[r + 1]`. Numbers: `None` (row `r` is
     /// element `r`).
     offsets: Option<Vec<usize>>,
+    /// BYTE_ARRAY: row `r`'s bytes.
+    values: Option<Vec<ValueRange>>,
 }
 
 impl PlainColumn {
@@ -106,11 +164,37 @@ impl PlainColumn {
         self.width
     }
 
+    /// Whether rows are BYTE_ARRAY values (read them with [`PlainColumn::value`]).
+    pub fn is_byte_array(&self) -> bool {
+        self.values.is_some()
+    }
+
+    /// Whether rows are lists (read them with [`PlainColumn::row`] and
+    /// [`PlainColumn::copy_to`]).
+    pub fn is_list(&self) -> bool {
+        self.offsets.is_some()
+    }
+
     pub fn num_rows(&self) -> usize {
-        match &self.offsets {
-            Some(o) => o.len() - 1,
-            None => self.num_elements(),
+        match (&self.offsets, &self.values) {
+            (Some(o), _) => o.len() - 1,
+            (None, Some(v)) => v.len(),
+            (None, None) => self.num_elements(),
         }
+    }
+
+    /// The bytes of row `r` of a column that is not a list: a BYTE_ARRAY value, or one
+    /// fixed-width element (a number or a FIXED_LEN_BYTE_ARRAY value).
+    pub fn value(&self, r: usize) -> &[u8] {
+        debug_assert!(self.offsets.is_none(), "lists have no single value");
+        if let Some(values) = &self.values {
+            let v = values[r];
+            let start = v.start as usize;
+            return &self.segments[v.segment as usize][start..start + v.len as usize];
+        }
+        let seg = self.segment_starts.partition_point(|&s| s <= r) - 1;
+        let from = (r - self.segment_starts[seg]) * self.width;
+        &self.segments[seg][from..from + self.width]
     }
 
     fn num_elements(&self) -> usize {
@@ -149,7 +233,11 @@ impl PlainColumn {
     pub fn memory_bytes(&self) -> u64 {
         let values: usize = self.segments.iter().map(Bytes::len).sum();
         let offsets = self.offsets.as_ref().map_or(0, |o| o.len() * 8);
-        (values + offsets) as u64
+        let ranges = self
+            .values
+            .as_ref()
+            .map_or(0, |v| v.len() * std::mem::size_of::<ValueRange>());
+        (values + offsets + ranges) as u64
     }
 }
 
@@ -181,10 +269,14 @@ pub fn decode_column<R: ChunkReader + 'static>(
     let mut pages = SerializedPageReader::new(reader, chunk, rows, None)?;
     let mut levels = LevelScratch::default();
     let mut col = PlainColumn {
-        width: leaf.width,
+        width: match leaf.values {
+            Values::Fixed { width } => width,
+            Values::Prefixed { .. } => 1,
+        },
         segments: Vec::new(),
         segment_starts: vec![0],
         offsets: matches!(leaf.shape, Shape::List { .. }).then(|| Vec::with_capacity(rows + 1)),
+        values: matches!(leaf.values, Values::Prefixed { .. }).then(|| Vec::with_capacity(rows)),
     };
     while let Some(page) = pages.get_next_page()? {
         let (buf, num_values, encoding, rep, def) = match page {
@@ -247,7 +339,14 @@ pub fn decode_column<R: ChunkReader + 'static>(
                 levels.rows(offsets, before, element_def, max_def)?
             }
         };
-        let bytes = elements * leaf.width;
+        if let Values::Prefixed { utf8 } = leaf.values {
+            let ranges = col.values.as_mut().expect("byte arrays have ranges");
+            let used = walk_prefixed(&buf, elements, utf8, col.segments.len(), ranges)?;
+            col.segments.push(buf.slice(..used));
+            col.segment_starts.push(ranges.len());
+            continue;
+        }
+        let bytes = elements * col.width;
         if buf.len() < bytes {
             return Err(Declined::Corrupt(format!(
                 "a page promises {elements} values but holds {} bytes",
@@ -268,6 +367,51 @@ pub fn decode_column<R: ChunkReader + 'static>(
         )));
     }
     Ok(col)
+}
+
+/// Walks the `n` length-prefixed values at the start of a BYTE_ARRAY page's value bytes,
+/// appending where each lies (in segment `segment`) to `ranges`; returns the bytes they take.
+fn walk_prefixed(
+    buf: &[u8],
+    n: usize,
+    utf8: bool,
+    segment: usize,
+    ranges: &mut Vec<ValueRange>,
+) -> Result<usize, Declined> {
+    let segment = u32::try_from(segment)
+        .map_err(|_| Declined::Corrupt("more than 2^32 pages in one column chunk".into()))?;
+    // Page sizes are i32 in the format, so offsets within one fit u32; a larger buffer is
+    // not a page this reader produced.
+    if u32::try_from(buf.len()).is_err() {
+        return Err(Declined::Corrupt("a page of 4 GiB or more".into()));
+    }
+    let short = |i: usize| {
+        Declined::Corrupt(format!(
+            "a page promises {n} values but value {i} overruns its {} bytes",
+            buf.len()
+        ))
+    };
+    ranges.reserve(n);
+    let mut at = 0usize;
+    for i in 0..n {
+        let prefix = buf.get(at..at + 4).ok_or_else(|| short(i))?;
+        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let start = at + 4;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= buf.len())
+            .ok_or_else(|| short(i))?;
+        if utf8 && std::str::from_utf8(&buf[start..end]).is_err() {
+            return Err(Declined::Fallback);
+        }
+        ranges.push(ValueRange {
+            segment,
+            start: start as u32,
+            len: len as u32,
+        });
+        at = end;
+    }
+    Ok(at)
 }
 
 fn max_rep(leaf: &PlainLeaf) -> i16 {
@@ -533,6 +677,7 @@ mod tests {
             ],
             segment_starts: vec![0, 3, 10],
             offsets: Some(vec![0, 2, 5, 10]),
+            values: None,
         };
         assert_eq!(col.num_rows(), 3);
         let mut out = vec![0u8; 12];
@@ -542,5 +687,58 @@ mod tests {
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(got, vec![2, 3, 4]);
+    }
+
+    fn prefixed(values: &[&[u8]]) -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|v| {
+                (v.len() as u32)
+                    .to_le_bytes()
+                    .into_iter()
+                    .chain(v.iter().copied())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn byte_array_values_are_found_behind_their_prefixes() {
+        let page = prefixed(&[b"ab", b"", b"xyz"]);
+        let mut ranges = Vec::new();
+        let used = walk_prefixed(&page, 3, true, 0, &mut ranges).unwrap();
+        assert_eq!(used, page.len());
+        let page2 = [prefixed(&[b"q"]), vec![0xAA; 3]].concat(); // trailing bytes are ignored
+        assert_eq!(walk_prefixed(&page2, 1, false, 1, &mut ranges).unwrap(), 5);
+        let col = PlainColumn {
+            width: 1,
+            segments: vec![Bytes::from(page), Bytes::from(page2)],
+            segment_starts: vec![0, 3, 4],
+            offsets: None,
+            values: Some(ranges),
+        };
+        assert!(col.is_byte_array() && !col.is_list());
+        assert_eq!(col.num_rows(), 4);
+        let rows: Vec<&[u8]> = (0..4).map(|r| col.value(r)).collect();
+        assert_eq!(rows, [&b"ab"[..], b"", b"xyz", b"q"]);
+    }
+
+    #[test]
+    fn byte_array_overruns_are_corrupt_and_bad_utf8_falls_back() {
+        let page = prefixed(&[b"abc"]);
+        let mut ranges = Vec::new();
+        assert!(matches!(
+            walk_prefixed(&page[..6], 1, false, 0, &mut ranges),
+            Err(Declined::Corrupt(_))
+        ));
+        assert!(matches!(
+            walk_prefixed(&page, 2, false, 0, &mut ranges),
+            Err(Declined::Corrupt(_))
+        ));
+        let bad = prefixed(&[&[0xff, 0xfe]]);
+        assert!(matches!(
+            walk_prefixed(&bad, 1, true, 0, &mut ranges),
+            Err(Declined::Fallback)
+        ));
+        assert!(walk_prefixed(&bad, 1, false, 0, &mut ranges).is_ok());
     }
 }

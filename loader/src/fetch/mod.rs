@@ -27,6 +27,14 @@
 //! Retries, timeouts, throttled answers, hedges fired and won, and the concurrency limit are
 //! counted in [`crate::LoaderStats`].
 //!
+//! # Split ranges
+//!
+//! One HTTP response is one TCP stream, and a single stream rarely fills the link: over S3
+//! through loopback nginx, 16 concurrent 8 MiB GETs moved 748 MB/s where 64 concurrent 2 MiB
+//! GETs moved 1,267 MB/s. So a read longer than `range_split_bytes` is sent as several ranged
+//! GETs at once (each retried and hedged on its own, all under the same limiter), and their
+//! bodies are joined — in the one copy that collecting a multi-chunk body makes anyway.
+//!
 //! Without a cache, objects under a `file://` root are memory-mapped instead of read: the page
 //! cache *is* the buffer, so a Parquet row group or a plain tar reaches the decoder without a
 //! copy. Their size and etag are checked (a `stat` through object_store) before mapping.
@@ -86,6 +94,8 @@ pub struct FetchPolicy {
     pub hedge: bool,
     /// Most GETs in flight (the AIMD limit's ceiling).
     pub max_requests: usize,
+    /// Reads longer than this are split into concurrent ranged GETs of at most this size.
+    pub range_split_bytes: u64,
 }
 
 impl FetchPolicy {
@@ -95,6 +105,7 @@ impl FetchPolicy {
             request_timeout: c.request_timeout,
             hedge: c.hedge,
             max_requests: c.io_concurrency.saturating_mul(2).clamp(1, 1024),
+            range_split_bytes: c.range_split_bytes.max(1),
         }
     }
 }
@@ -192,17 +203,38 @@ impl Fetcher {
         Ok(bytes)
     }
 
-    /// Reads from the store with retries (see the module docs).
+    /// Reads from the store, long ranges as several concurrent GETs (see the module docs).
     async fn read_store(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
+        let whole = range.clone().unwrap_or(0..obj.size);
+        let pieces = split_range(whole, self.policy.range_split_bytes);
+        let expected = pieces.iter().map(|p| p.end - p.start).sum();
+        let chunks = if pieces.len() <= 1 {
+            // One GET, of the range as asked (a whole object stays an unranged GET).
+            self.read_attempts(obj, range).await?
+        } else {
+            let reads = pieces.into_iter().map(|p| self.read_attempts(obj, Some(p)));
+            let pieces = futures::future::try_join_all(reads).await?;
+            pieces.into_iter().flatten().collect()
+        };
+        Ok(join(chunks, expected))
+    }
+
+    /// One GET (of `range`) with retries; the body's chunks, of exactly the asked length.
+    async fn read_attempts(
+        &self,
+        obj: &ShardObject,
+        range: Option<Range<u64>>,
+    ) -> Result<Vec<Bytes>> {
         let mut attempt = 1;
         loop {
             let started = Instant::now();
             let r = self.get_hedged(obj, range.clone()).await;
             Counters::add_time(&self.counters.fetch_ns, started);
             let e = match r {
-                Ok(b) => {
-                    Counters::add(&self.counters.bytes_fetched, b.len() as u64);
-                    return Ok(b);
+                Ok(chunks) => {
+                    let n: usize = chunks.iter().map(Bytes::len).sum();
+                    Counters::add(&self.counters.bytes_fetched, n as u64);
+                    return Ok(chunks);
                 }
                 Err(e) => e,
             };
@@ -220,7 +252,7 @@ impl Fetcher {
 
     /// One attempt: a GET, plus a hedge if it is slow to answer. The first response whose
     /// headers arrive wins; its body is then read (the other request is dropped).
-    async fn get_hedged(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
+    async fn get_hedged(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Vec<Bytes>> {
         let threshold = if self.policy.hedge {
             self.latency.threshold()
         } else {
@@ -307,7 +339,7 @@ impl Fetcher {
     }
 
     /// Reads a response body, each chunk within `request_timeout`, and checks its length.
-    async fn read_body(&self, obj: &ShardObject, head: Head) -> Result<Bytes> {
+    async fn read_body(&self, obj: &ShardObject, head: Head) -> Result<Vec<Bytes>> {
         let Head {
             result,
             expected,
@@ -327,7 +359,7 @@ impl Fetcher {
         obj: &ShardObject,
         result: GetResult,
         expected: u64,
-    ) -> Result<Bytes> {
+    ) -> Result<Vec<Bytes>> {
         let timeout = self.policy.request_timeout;
         let mut stream = result.into_stream();
         let mut parts: Vec<Bytes> = Vec::new();
@@ -351,14 +383,7 @@ impl Fetcher {
                 expected,
             });
         }
-        if parts.len() == 1 {
-            return Ok(parts.pop().expect("one part"));
-        }
-        let mut joined = Vec::with_capacity(expected as usize);
-        for p in parts {
-            joined.extend_from_slice(&p);
-        }
-        Ok(Bytes::from(joined))
+        Ok(parts)
     }
 
     fn timed_out(&self, obj: &ShardObject, what: &'static str, after: Duration) -> Error {
@@ -431,6 +456,33 @@ impl Fetcher {
         Counters::add_time(&self.counters.fetch_ns, started);
         Ok(bytes)
     }
+}
+
+/// `range` cut into consecutive pieces of at most `max` bytes (one piece if it is shorter).
+fn split_range(range: Range<u64>, max: u64) -> Vec<Range<u64>> {
+    let max = max.max(1);
+    let len = range.end.saturating_sub(range.start);
+    if len <= max {
+        return vec![range];
+    }
+    // Equal pieces, so the last one is not a small straggler.
+    let n = len.div_ceil(max);
+    let piece = len.div_ceil(n);
+    (0..n)
+        .map(|i| range.start + i * piece..(range.start + (i + 1) * piece).min(range.end))
+        .collect()
+}
+
+/// The chunks of a body as one buffer (a copy only when there are several).
+fn join(mut chunks: Vec<Bytes>, len: u64) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().expect("one chunk");
+    }
+    let mut joined = Vec::with_capacity(len as usize);
+    for c in chunks {
+        joined.extend_from_slice(&c);
+    }
+    Bytes::from(joined)
 }
 
 /// Errors unless the store's size and etag (or, lacking an etag, modification time) are the
@@ -565,6 +617,59 @@ mod tests {
             obj.size = 1000;
             let err = f.read(&obj, None).await.unwrap_err();
             assert!(err.to_string().contains("no longer exists"), "{err}");
+        });
+    }
+
+    #[test]
+    fn split_ranges_tile_the_range_in_near_equal_pieces() {
+        assert_eq!(split_range(0..10, 100), vec![0..10]);
+        assert_eq!(split_range(5..5, 4), vec![5..5]);
+        assert_eq!(split_range(0..10, 4), vec![0..4, 4..8, 8..10]);
+        assert_eq!(split_range(100..200, 50), vec![100..150, 150..200]);
+        for (start, len, max) in [(0u64, 1000u64, 7u64), (13, 4096, 1000), (1, 9, 1)] {
+            let pieces = split_range(start..start + len, max);
+            assert_eq!(pieces.first().unwrap().start, start);
+            assert_eq!(pieces.last().unwrap().end, start + len);
+            assert!(pieces.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(pieces
+                .iter()
+                .all(|p| p.end - p.start <= max && p.end > p.start));
+        }
+    }
+
+    #[test]
+    fn long_reads_are_split_into_concurrent_gets_and_joined_in_order() {
+        rt().block_on(async {
+            let store = Arc::new(InMemory::new());
+            let key = StorePath::from("d/x.parquet");
+            let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+            let put = store
+                .put(&key, PutPayload::from(data.clone()))
+                .await
+                .unwrap();
+            let obj = ShardObject {
+                store,
+                key,
+                url: "memory:///d/x.parquet".into(),
+                size: data.len() as u64,
+                etag: put.e_tag,
+                last_modified_ms: None,
+                local: None,
+            };
+            let c = Arc::new(Counters::default());
+            let policy = FetchPolicy {
+                range_split_bytes: 1000,
+                ..FetchPolicy::default()
+            };
+            let f = Fetcher::new(c.clone(), None, policy);
+            let got = f.read(&obj, Some(123..4_567)).await.unwrap();
+            assert_eq!(&got[..], &data[123..4_567]);
+            let requests = |c: &Counters| c.requests.load(Ordering::Relaxed);
+            assert_eq!(requests(&c), 5, "4,444 bytes in pieces of at most 1,000");
+            assert_eq!(&f.read(&obj, None).await.unwrap()[..], &data[..]);
+            assert_eq!(requests(&c), 15);
+            assert_eq!(&f.read(&obj, Some(0..999)).await.unwrap()[..], &data[..999]);
+            assert_eq!(requests(&c), 16);
         });
     }
 
