@@ -22,6 +22,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 
 use crate::collate::{Batch, Collator, SampleId};
 use crate::decode::DecodedUnit;
+use crate::error::panic_message;
 use crate::stats::Counters;
 use crate::{Error, Result};
 
@@ -154,14 +155,10 @@ fn run(collator: &Collator, counters: &Counters, job: Job) -> Result<Batch> {
     let columns = match result {
         Ok(columns) => columns?,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
             return Err(Error::Stopped(format!(
-                "internal error while collating batch {}: {what}",
-                job.index
+                "internal error while collating batch {}: {}",
+                job.index,
+                panic_message(panic.as_ref())
             )));
         }
     };

@@ -106,14 +106,13 @@ pub(crate) fn error(url: &str, reason: impl Into<String>) -> Error {
 pub fn guarded<T>(url: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(error(url, format!("the decoder panicked: {what}")))
-        }
+        Err(panic) => Err(error(
+            url,
+            format!(
+                "the decoder panicked: {}",
+                crate::error::panic_message(panic.as_ref())
+            ),
+        )),
     }
 }
 

@@ -68,6 +68,7 @@ use crate::collate::{Batch, Collator, SampleId};
 use crate::config::{LoaderConfig, ManifestSource};
 use crate::decode::parquet::{ShardFooter, Tail, FOOTER_GUESS};
 use crate::decode::{self, DecodedUnit};
+use crate::error::panic_message;
 use crate::fetch::{shard_storage_options, FetchPolicy, Fetcher, ShardObject};
 use crate::pinned::Allocator;
 use crate::pool::BufferPool;
@@ -373,14 +374,10 @@ impl Producer {
         let err = match result {
             Ok(Ok(())) | Ok(Err(Halt::Stop)) => return,
             Ok(Err(Halt::Fail(e))) => e,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Error::Stopped(format!("internal error in the batch producer: {what}"))
-            }
+            Err(panic) => Error::Stopped(format!(
+                "internal error in the batch producer: {}",
+                panic_message(panic.as_ref())
+            )),
         };
         channel::select! {
             send(out, Err(err)) -> _ => {},

@@ -133,8 +133,9 @@ struct StoreArgs {
     list_concurrency: usize,
 }
 
+/// Which objects of which sources: shared by `build` and `list`.
 #[derive(Args)]
-struct BuildArgs {
+struct SelectArgs {
     /// Dataset locations: s3://, gs://, az://, http(s)://, file:// URLs or local paths, in
     /// manifest order.
     #[arg(required_unless_present = "sources_file")]
@@ -150,9 +151,6 @@ struct BuildArgs {
     /// of splitting the listing by prefix; every part of a build must agree.
     #[arg(long, requires = "part")]
     no_split_listing: bool,
-    /// Where to write the manifest (local path or URL).
-    #[arg(short, long)]
-    output: String,
     /// Shard format: auto (from names), parquet, tar or jsonl.
     #[arg(long, default_value = "auto")]
     format: FormatChoice,
@@ -167,6 +165,15 @@ struct BuildArgs {
     skip_bad: bool,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Where to write the manifest (local path or URL).
+    #[arg(short, long)]
+    output: String,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -174,24 +181,9 @@ struct BuildArgs {
 
 #[derive(Args)]
 struct ListArgs {
-    #[arg(required_unless_present = "sources_file")]
-    source: Vec<String>,
-    #[arg(long, value_name = "FILE")]
-    sources_file: Option<PathBuf>,
-    #[arg(long, value_name = "I/N", value_parser = parse_part)]
-    part: Option<PartInfo>,
-    #[arg(long, requires = "part")]
-    no_split_listing: bool,
-    #[arg(long, default_value = "auto")]
-    format: FormatChoice,
-    #[arg(long)]
-    include: Vec<String>,
-    #[arg(long)]
-    exclude: Vec<String>,
-    #[arg(long)]
-    skip_bad: bool,
     #[command(flatten)]
-    store: StoreArgs,
+    select: SelectArgs,
+    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -374,16 +366,23 @@ fn read_sources(source: &[String], sources_file: &Option<PathBuf>) -> Result<Vec
     Ok(sources)
 }
 
+impl SelectArgs {
+    /// The sources, in order, and the index options they select with.
+    fn resolve(&self) -> Result<(Vec<String>, IndexOptions)> {
+        let opts = IndexOptions {
+            format: self.format,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            part: self.part,
+            split_listing: !self.no_split_listing,
+            ..options(&self.store, self.skip_bad)?
+        };
+        Ok((read_sources(&self.source, &self.sources_file)?, opts))
+    }
+}
+
 fn build(a: BuildArgs, quiet: bool) -> Result<u8> {
-    let opts = IndexOptions {
-        format: a.format,
-        include: a.include.clone(),
-        exclude: a.exclude.clone(),
-        part: a.part,
-        split_listing: !a.no_split_listing,
-        ..options(&a.store, a.skip_bad)?
-    };
-    let sources = read_sources(&a.source, &a.sources_file)?;
+    let (sources, opts) = a.select.resolve()?;
     let bar = Bar::new(quiet || a.json, "indexing");
     let (manifest, summary) = block_on(indexer::build(&sources, &opts, &bar))??;
     manifest
@@ -415,15 +414,7 @@ fn merge(a: MergeArgs, quiet: bool) -> Result<u8> {
 }
 
 fn list(a: ListArgs, quiet: bool) -> Result<u8> {
-    let opts = IndexOptions {
-        format: a.format,
-        include: a.include.clone(),
-        exclude: a.exclude.clone(),
-        part: a.part,
-        split_listing: !a.no_split_listing,
-        ..options(&a.store, a.skip_bad)?
-    };
-    let sources = read_sources(&a.source, &a.sources_file)?;
+    let (sources, opts) = a.select.resolve()?;
     let bar = Bar::new(quiet || a.json, "listing");
     let s = block_on(indexer::list(&sources, &opts, &bar))??;
     bar.finish();
@@ -436,7 +427,7 @@ fn list(a: ListArgs, quiet: bool) -> Result<u8> {
             s.seconds,
             s.candidates,
             s.selected,
-            a.part
+            opts.part
                 .map(|p| format!(" for part {}/{}", p.index, p.count))
                 .unwrap_or_default()
         );
