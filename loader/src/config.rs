@@ -679,6 +679,8 @@ mod tests {
             (cfg().with_worker(2, 2), "worker 2"),
             (cfg().with_io_concurrency(0), "io_concurrency"),
             (cfg().with_decode_threads(0), "decode_threads"),
+            (cfg().with_collate_threads(0), "collate_threads"),
+            (cfg().with_range_split_bytes(0), "range_split_bytes"),
             (cfg().with_prefetch_bytes(0), "prefetch_bytes"),
             (cfg().with_window(Window::Samples(0)), "window"),
             (cfg().with_cache_limit(10), "cache_dir"),

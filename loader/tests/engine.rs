@@ -145,6 +145,9 @@ fn order_does_not_depend_on_cache_concurrency_or_budget() {
             "io=16,decode=4",
             base().with_io_concurrency(16).with_decode_threads(4),
         ),
+        // Batches assembled out of order by several threads still arrive in plan order.
+        ("collate=1", base().with_collate_threads(1)),
+        ("collate=4", base().with_collate_threads(4)),
         ("tiny budget", base().with_prefetch_bytes(1)),
         ("queue=1", base().with_batch_queue(1).with_io_threads(1)),
         ("cache cold", base().with_cache_dir(&cache)),
