@@ -10,7 +10,7 @@
 
 use crate::fanout::ListStats;
 use crate::format::{Compression, FormatChoice, ShardFormat, ShardKind};
-use crate::indexer::{self, BuildSummary, IndexOptions, Reporter};
+use crate::indexer::{self, BadObject, BadSource, BuildSummary, IndexOptions, Reporter};
 use crate::manifest::{Manifest, PartInfo};
 use crate::parts::MergeSummary;
 use crate::runtime::block_on;
@@ -432,11 +432,19 @@ fn list(a: ListArgs, quiet: bool) -> Result<u8> {
                 .unwrap_or_default()
         );
         print_listing(&s.listing);
-        for b in &s.bad_sources {
-            println!("skipped source {}: {}", b.source, b.error);
-        }
+        print_skipped(&s.bad_sources, &[]);
     }
     Ok(0)
+}
+
+/// What `--skip-bad` left out: whole sources, then single objects.
+fn print_skipped(sources: &[BadSource], objects: &[BadObject]) {
+    for b in sources {
+        println!("skipped source {}: {}", b.source, b.error);
+    }
+    for b in objects {
+        println!("skipped {}: {}", b.path, b.error);
+    }
 }
 
 /// One line on how listing was split (parts only).
@@ -462,12 +470,7 @@ fn report_merge(s: &MergeSummary, output: &str, json: bool, quiet: bool) -> Resu
             s.sources,
             s.seconds
         );
-        for b in &s.bad_sources {
-            println!("skipped source {}: {}", b.source, b.error);
-        }
-        for b in &s.bad {
-            println!("skipped {}: {}", b.path, b.error);
-        }
+        print_skipped(&s.bad_sources, &s.bad);
         println!("fingerprint {}", s.fingerprint);
     }
     Ok(0)
@@ -511,12 +514,7 @@ fn report_build(s: &BuildSummary, output: &str, json: bool, quiet: bool) -> Resu
                 }
             }
         }
-        for b in &s.bad_sources {
-            println!("skipped source {}: {}", b.source, b.error);
-        }
-        for b in &s.bad {
-            println!("skipped {}: {}", b.path, b.error);
-        }
+        print_skipped(&s.bad_sources, &s.bad);
         println!("fingerprint {}", s.fingerprint);
     }
     Ok(0)
