@@ -45,35 +45,29 @@ impl WindowShape {
     pub(crate) fn bounds(&self, j: u64) -> (u64, u64) {
         let w = self.len.max(1);
         let k = u64::from(self.warmup);
-        if k == 0 {
-            return (j.saturating_mul(w), j.saturating_add(1).saturating_mul(w));
+        if k > 0 && j <= k {
+            let r = self.first();
+            // Start of warm-up window m (m = k + 1 is the first full window, at w).
+            let start = |m: u64| match m {
+                0 => 0,
+                m if m > k => w,
+                m => (r << (m - 1)).min(w),
+            };
+            return (start(j), start(j + 1));
         }
-        let r = self.first();
-        // Start of warm-up window m (0 <= m <= k + 1; m = k + 1 is the first full window).
-        let start = |m: u64| match m {
-            0 => 0,
-            m if m > k => w,
-            m => (r << (m - 1)).min(w),
-        };
-        if j <= k {
-            (start(j), start(j + 1))
-        } else {
-            let full = j - k;
-            (
-                full.saturating_mul(w),
-                full.saturating_add(1).saturating_mul(w),
-            )
-        }
+        // Full windows: the warm-up ones (if any) took indices 0..=k and covered [0, w).
+        let full = j - k;
+        (
+            full.saturating_mul(w),
+            full.saturating_add(1).saturating_mul(w),
+        )
     }
 
     /// The window containing `x`.
     pub(crate) fn index_of(&self, x: u64) -> u64 {
         let w = self.len.max(1);
         let k = u64::from(self.warmup);
-        if k == 0 {
-            return x / w;
-        }
-        if x >= w {
+        if k == 0 || x >= w {
             return k + x / w;
         }
         let r = self.first();
