@@ -501,9 +501,11 @@ impl Drop for HostBuffer {
 /// every mmap-based reader; callers verify size and etag against the manifest first, and the
 /// shards of a dataset are not rewritten in place while a job reads them.
 ///
-/// The page tables are filled at once (`MAP_POPULATE`) from the page cache: the range is about
-/// to be read in full, and one bulk fill on the I/O thread is far cheaper than a page fault every
-/// 16 pages later on the decode and collate threads.
+/// The mapping is not populated: pages are mapped as the decoder and the collator first touch
+/// them, one fault per 16 pages (the kernel's fault-around), on the threads that read them.
+/// Filling the page tables at once (`MAP_POPULATE`) instead puts all of that work on the
+/// single I/O thread, ahead of the decoders: measured side by side, it made epochs from the
+/// page cache 6% slower on PLAIN token lists and 15% slower on 64 KiB blobs.
 pub(crate) fn map_range(file: &File, range: std::ops::Range<u64>) -> std::io::Result<Bytes> {
     if range.is_empty() {
         return Ok(Bytes::new());
@@ -516,7 +518,6 @@ pub(crate) fn map_range(file: &File, range: std::ops::Range<u64>) -> std::io::Re
         memmap2::MmapOptions::new()
             .offset(range.start)
             .len(len)
-            .populate()
             .map(file)?
     };
     Ok(Bytes::from_owner(map))

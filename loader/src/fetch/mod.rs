@@ -450,7 +450,7 @@ impl Fetcher {
                 got: len.saturating_sub(range.start),
             });
         }
-        // Only the range, populated: see `map_range`.
+        // Only the range, mapped as it is touched: see `map_range`.
         let bytes = crate::pinned::map_range(&file, range).map_err(io)?;
         Counters::add(&self.counters.bytes_fetched, bytes.len() as u64);
         Counters::add_time(&self.counters.fetch_ns, started);
