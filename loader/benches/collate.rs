@@ -1,6 +1,7 @@
 //! Batch assembly against its physical limit: gathering a shuffled batch's rows from several
 //! decoded units into pooled buffers, next to a plain `memcpy` of the same number of bytes, in
-//! one criterion group so the report shows them side by side (both as bytes/s of output).
+//! one criterion group so the report shows them side by side (both as bytes/s of output); and
+//! the memory system's own limit for a shuffled gather ([`row_copy`]).
 //!
 //! `cargo bench -p shardstream-loader --bench collate`
 
@@ -109,5 +110,45 @@ fn assembly(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, assembly);
+/// The memory system's limit for a shuffled gather: copying 8 KiB rows (2,048 int32 tokens)
+/// out of 1 GiB — far larger than any cache, like page-cache-resident shards — in file order,
+/// and in shuffled order. The bare sequential read streams with the hardware prefetchers; a
+/// shuffled batch cannot, whatever the loader does, so `shuffled` bounds any loader's copy.
+fn row_copy(c: &mut Criterion) {
+    const ROW: usize = 8 << 10;
+    const SOURCE: usize = 1 << 30;
+    const BATCH_ROWS: usize = 256;
+    let rows = SOURCE / ROW;
+    let src: Vec<u8> = (0..SOURCE).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; BATCH_ROWS * ROW];
+    let sequential: Vec<usize> = (0..rows).collect();
+    let mut shuffled = sequential.clone();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..rows).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let mut group = c.benchmark_group("row_copy_8KiB_from_1GiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Bytes(SOURCE as u64));
+    for (name, order) in [("sequential", &sequential), ("shuffled", &shuffled)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for (i, &r) in order.iter().enumerate() {
+                    let at = (i % BATCH_ROWS) * ROW;
+                    dst[at..at + ROW].copy_from_slice(&src[r * ROW..(r + 1) * ROW]);
+                }
+                black_box(&mut dst);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, assembly, row_copy);
 criterion_main!(benches);

@@ -599,3 +599,27 @@ fn list_reports_how_parts_split_the_listing() {
     let refused = run(&["build", s(&root), "--no-split-listing", "-o", s(&out)]);
     assert!(!refused.status.success(), "--no-split-listing needs --part");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `shard-index inspect M | head -1` once panicked with "failed printing to stdout".
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    generate(&dir, "parquet", 100, 2);
+    let manifest = tmp.path().join("m.parquet");
+    ok_json(&["build", s(&dir), "-o", s(&manifest), "--json"]);
+    // A pipe whose reading end is already closed: the first write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["inspect", s(&manifest)])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run shard-index");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    // Ended by SIGPIPE (13 on Linux), as `cat` would be.
+    assert_eq!(out.status.signal(), Some(13), "{:?}", out.status);
+}
