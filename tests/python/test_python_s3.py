@@ -66,7 +66,10 @@ def test_wrong_credentials_are_access_denied(s3_dataset):
 
 
 CTRL_C_SCRIPT = """
-import json, sys, time
+import json, signal, sys, time
+# A shell starting a job in the background (CI runners, nohup) ignores SIGINT for it, and Python
+# keeps an inherited "ignore": install the interactive handler, whatever started us.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import shardstream
 manifest, options = sys.argv[1], json.loads(sys.argv[2])
 options["max_retries"] = "0"
