@@ -211,19 +211,8 @@ proptest! {
         prop_assert_eq!(slow_cols, 0);
         prop_assert!(fast.iter().all(|u| u.columns.iter().all(|c| matches!(c, UnitColumn::Plain(_)))));
         // A shuffled gather over every (unit, row).
-        let mut picks: Vec<(usize, usize)> = fast
-            .iter()
-            .enumerate()
-            .flat_map(|(u, unit)| (0..unit.num_rows()).map(move |r| (u, r)))
-            .collect();
+        let picks = shuffled_picks(&fast, seed);
         prop_assert_eq!(picks.len(), rows.len());
-        let mut state = seed | 1;
-        for i in (1..picks.len()).rev() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            picks.swap(i, (state % (i as u64 + 1)) as usize);
-        }
         let schema = Schema::new(vec![
             Field::new("tokens", DataType::List(Arc::new(Field::new("item", DataType::Int32, false))), true),
             Field::new("id", DataType::Int64, false),
