@@ -9,9 +9,13 @@
 //! machine delays only the batch it holds) and gives finished batches back strictly in
 //! submission order, which keeps the batch sequence deterministic.
 //!
-//! At most `threads + 1` jobs are in flight, so the extra memory is bounded by that many
-//! batches; a job holds `Arc`s of its units, which keeps them alive after the producer has
-//! released their look-ahead slots.
+//! At most `threads + 1` batches are outstanding — at a worker, or finished and waiting in the
+//! reorder buffer to be sent — so the extra memory is bounded by that many batches; a job holds
+//! `Arc`s of its units, which keeps them alive after the producer has released their
+//! look-ahead slots. Finished batches count too: while a slow consumer keeps the producer
+//! waiting to send, the workers would otherwise go on filling the reorder buffer, one batch of
+//! pooled memory after another, as far as the look-ahead reaches (seen with a GPU training loop
+//! as consumer: ~240 batches, 500 MB, held, and the pool allocating all the while).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,9 +90,10 @@ impl Assembly {
         }
     }
 
-    /// Whether another job may be submitted now.
+    /// Whether another job may be submitted now: fewer than `threads + 1` batches are at the
+    /// workers or waiting to be sent.
     pub fn has_room(&self) -> bool {
-        self.in_flight < self.max_in_flight
+        self.in_flight + self.ready.len() < self.max_in_flight
     }
 
     /// Nothing submitted is still owed.

@@ -195,6 +195,14 @@ impl Tensor {
         })
     }
 
+    /// A 1-d tensor of `values` in `pool`'s memory (page-locked when the pool's is), for the
+    /// small per-batch arrays a binding adds beside the columns (sample ids, padding flags).
+    pub fn from_values<T: Element>(pool: &BufferPool, values: &[T]) -> Result<Tensor> {
+        let mut tensor = Tensor::new(pool, T::DTYPE, vec![values.len()])?;
+        tensor.as_mut_slice::<T>().copy_from_slice(values);
+        Ok(tensor)
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
     }

@@ -29,7 +29,8 @@
 //! simply read again (counted in `units_reread`; see `read_amplification`).
 //!
 //! Memory therefore stays near `prefetch_bytes` + `batch_queue` finished batches + at most
-//! `collate_threads + 1` batches being assembled (with the units they hold) + the buffer
+//! `collate_threads + 1` batches being assembled or waiting to be sent (with the units they
+//! hold) + the buffer
 //! pool's retained free buffers, whatever the dataset size; a slow consumer blocks the producer
 //! on the channel (backpressure), which stops the look-ahead from moving.
 //!
@@ -1015,6 +1016,12 @@ impl Loader {
             self.pool.stats(),
             self.ctx.fetcher.cache().map(|c| c.stats()),
         )
+    }
+
+    /// The pool every batch buffer comes from (for arrays a binding adds to a batch, so that
+    /// they are page-locked like the columns).
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
     }
 
     /// Iterates over the rest of the current epoch. Calling it again continues where the last

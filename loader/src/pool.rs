@@ -10,29 +10,36 @@
 //! most twice as large, otherwise allocates a new one with capacity rounded up to a size class
 //! (1/8 steps between powers of two), so slowly varying sizes (e.g. padded token batches whose
 //! longest list changes) still reuse buffers. The pool keeps at most `max_retained` bytes of
-//! free buffers; beyond that, returned buffers are freed.
+//! free buffers; beyond that, returned buffers are freed: pageable ones to the heap, pinned ones
+//! into their allocator's block cache (still page-locked, reused by a later allocation of the
+//! same size class without a driver call; see `pinned`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::pinned::{Allocator, Element, HostBuffer, MemoryKind, ALIGN};
+use crate::pinned::{Allocator, Element, HostBuffer, MemoryKind, PinnedStats, ALIGN};
 use crate::Result;
 
 /// Counters of one pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct PoolStats {
     /// Buffers newly allocated.
     pub allocations: u64,
+    /// Seconds spent in those allocations (pinned ones cost milliseconds each).
+    pub alloc_busy_s: f64,
     /// Requests served by a recycled buffer.
     pub reuses: u64,
     /// Bytes of all buffers currently allocated (in use or free).
     pub allocated_bytes: u64,
     /// Bytes of free buffers kept for reuse.
     pub retained_bytes: u64,
+    /// Below the pool: the pinned allocator's block cache and driver calls.
+    pub pinned: PinnedStats,
 }
 
 struct Inner {
@@ -42,6 +49,7 @@ struct Inner {
     retained: AtomicU64,
     allocated: AtomicU64,
     allocations: AtomicU64,
+    alloc_nanos: AtomicU64,
     reuses: AtomicU64,
 }
 
@@ -79,6 +87,7 @@ impl BufferPool {
                 retained: AtomicU64::new(0),
                 allocated: AtomicU64::new(0),
                 allocations: AtomicU64::new(0),
+                alloc_nanos: AtomicU64::new(0),
                 reuses: AtomicU64::new(0),
             }),
         }
@@ -119,7 +128,10 @@ impl BufferPool {
                 buf
             }
             None => {
+                let started = Instant::now();
                 let buf = self.inner.allocator.alloc(size_class(want))?;
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.inner.alloc_nanos.fetch_add(nanos, Ordering::Relaxed);
                 self.inner
                     .allocated
                     .fetch_add(buf.capacity() as u64, Ordering::Relaxed);
@@ -137,9 +149,11 @@ impl BufferPool {
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             allocations: self.inner.allocations.load(Ordering::Relaxed),
+            alloc_busy_s: self.inner.alloc_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             reuses: self.inner.reuses.load(Ordering::Relaxed),
             allocated_bytes: self.inner.allocated.load(Ordering::Relaxed),
             retained_bytes: self.inner.retained.load(Ordering::Relaxed),
+            pinned: self.inner.allocator.pinned_stats(),
         }
     }
 }

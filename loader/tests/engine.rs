@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{assert_exactly_once, check_batch, config, dataset, read_epoch, synth};
-use shardstream_loader::config::{ListMode, LoaderConfig, Mix, PinMemory};
+use shardstream_loader::collate::Column;
+use shardstream_loader::config::{ListMode, LoaderConfig, Mix, PinMemory, Window};
 use shardstream_loader::engine::Loader;
 use shardstream_loader::pinned::MemoryKind;
 use shardstream_loader::Error;
@@ -371,6 +372,69 @@ fn memory_stays_within_the_budget() {
         stats.pool.reuses > 0,
         "batch buffers are recycled: {:?}",
         stats.pool
+    );
+}
+
+#[test]
+fn a_slow_consumer_holds_only_a_bounded_number_of_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = synth("parquet", 6000, 6, 200);
+    (cfg.tokens_min, cfg.tokens_max) = (256, 256);
+    let m = dataset(dir.path(), &cfg);
+    let (queue, threads) = (1, 2);
+    let config = config(&m, 16)
+        .with_columns(["id", "tokens"])
+        .with_window(Window::Samples(6000))
+        .with_prefetch_bytes(64 << 20)
+        .with_batch_queue(queue)
+        .with_collate_threads(threads);
+    let mut loader = Loader::new(config).unwrap();
+    // Bytes of batches alive: handed out, queued, being assembled or waiting to be sent.
+    let in_use = |l: &Loader| {
+        let p = l.stats().pool;
+        p.allocated_bytes - p.retained_bytes
+    };
+    let mut batch_bytes = 0;
+    let mut peak = 0;
+    // A consumer slower than the loader: each batch takes it a few milliseconds, so the
+    // producer always has batches ready and waits to send them.
+    for i in 0..120 {
+        let batch = loader.next_batch().unwrap().unwrap();
+        if i == 0 {
+            // Pooled bytes of one batch, with room for size classes and page rounding.
+            batch_bytes = batch
+                .columns
+                .iter()
+                .flat_map(|(_, c)| match c {
+                    Column::Tensor(t) => vec![t.byte_len()],
+                    Column::Padded { values, lengths } => {
+                        vec![values.byte_len(), lengths.byte_len()]
+                    }
+                    other => panic!("unexpected column {other:?}"),
+                })
+                .map(|n| (n + n / 4 + 4096) as u64)
+                .sum();
+        }
+        std::thread::sleep(Duration::from_millis(3));
+        peak = peak.max(in_use(&loader));
+    }
+    // The consumer's batch, the queue, the one the producer waits to send, and `threads + 1`
+    // assembled or waiting in the reorder buffer.
+    let bound = (1 + queue + 1 + threads + 1) as u64 * batch_bytes;
+    assert!(
+        peak <= bound,
+        "{peak} bytes of batches held, more than {bound} ({} batches of {batch_bytes})",
+        peak / batch_bytes
+    );
+    let mut rest = 0;
+    for batch in loader.iter() {
+        batch.unwrap();
+        rest += 1;
+    }
+    assert_eq!(
+        rest,
+        6000usize.div_ceil(16) - 120,
+        "the epoch still completes"
     );
 }
 

@@ -1,8 +1,8 @@
 //! [`Tensor`]: a batch column handed to Python without a copy, through DLPack.
 //!
 //! A `Tensor` owns its memory — a pooled (often page-locked) buffer of the loader, or for the
-//! few arrays the binding makes itself (`__index__`, `__padded__`) a plain allocation — behind
-//! an `Arc`. `__dlpack__` exports a `DLManagedTensor` (or, when the consumer asks for DLPack
+//! copy made for a consumer that asks for one (`__dlpack__(copy=True)`) a plain allocation —
+//! behind an `Arc`. `__dlpack__` exports a `DLManagedTensor` (or, when the consumer asks for DLPack
 //! ≥ 1.0 through `max_version`, a `DLManagedTensorVersioned`) whose manager context holds a
 //! clone of that `Arc` plus the shape and strides it points to. The memory therefore lives
 //! until both the Python `Tensor` and every consumer (a `torch.Tensor`, a `numpy.ndarray`) are
@@ -228,33 +228,14 @@ impl Tensor {
         }
     }
 
-    /// A 1-d tensor of int64 values.
-    pub fn from_i64(values: &[i64]) -> Tensor {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    /// Takes over a loader tensor of 0/1 bytes as a bool tensor.
+    pub fn from_loader_bools(t: shardstream_loader::Tensor) -> Tensor {
+        let (dtype, shape, buffer) = t.into_parts();
+        debug_assert_eq!(dtype, DType::U8);
         Tensor {
-            storage: Storage::new(owned_from_bytes(&bytes)),
-            elem: ElemType::Num(DType::I64),
-            shape: vec![values.len()],
-        }
-    }
-
-    /// A 1-d tensor of uint32 values.
-    pub fn from_u32(values: &[u32]) -> Tensor {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        Tensor {
-            storage: Storage::new(owned_from_bytes(&bytes)),
-            elem: ElemType::Num(DType::U32),
-            shape: vec![values.len()],
-        }
-    }
-
-    /// A 1-d bool tensor.
-    pub fn from_bools(values: &[bool]) -> Tensor {
-        let bytes: Vec<u8> = values.iter().map(|&b| u8::from(b)).collect();
-        Tensor {
-            storage: Storage::new(owned_from_bytes(&bytes)),
+            storage: Storage::new(Buffer::Pooled(buffer)),
             elem: ElemType::Bool,
-            shape: vec![values.len()],
+            shape,
         }
     }
 

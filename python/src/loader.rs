@@ -37,7 +37,10 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use shard_index::plan::ResumeState;
 use shardstream_loader::config::{BinaryMode, ListMode, Mix, Window};
-use shardstream_loader::{Batch, Column, Loader as Engine, LoaderConfig, PinMemory};
+use shardstream_loader::pool::BufferPool;
+use shardstream_loader::{
+    Batch, Column, Loader as Engine, LoaderConfig, PinMemory, Tensor as LoaderTensor,
+};
 
 use crate::dlpack::Tensor;
 use crate::errors::{config_error, to_pyerr, to_pyerr_with_hint, ShardStreamError};
@@ -100,7 +103,8 @@ fn lock_engine<'a>(py: Python<'_>, engine: &'a Mutex<Engine>) -> PyResult<MutexG
 }
 
 enum Msg {
-    Batch(shardstream_loader::Result<Batch>),
+    /// Boxed: a batch and its extras are a few hundred bytes, the other variant none.
+    Batch(shardstream_loader::Result<Box<(Batch, Extras)>>),
     /// The engine has no more batches (end of epoch, or after an error).
     End,
 }
@@ -117,7 +121,39 @@ impl Drop for Pump {
     }
 }
 
-fn spawn_pump(engine: Arc<Mutex<Engine>>) -> PyResult<Pump> {
+/// The arrays the binding adds to each batch (`__index__`, `__stream__`, `__padded__`), made on
+/// the pump thread in the engine's pool: page-locked like the columns, so that every tensor of a
+/// batch can be copied to a GPU without staging, and built without holding the GIL.
+struct Extras {
+    index: LoaderTensor,
+    /// Only when the loader mixes several streams.
+    stream: Option<LoaderTensor>,
+    padded: LoaderTensor,
+}
+
+impl Extras {
+    fn new(
+        batch: &Batch,
+        pool: &BufferPool,
+        multi_stream: bool,
+    ) -> shardstream_loader::Result<Extras> {
+        let ids: Vec<i64> = batch.samples.iter().map(|s| s.global as i64).collect();
+        let padded: Vec<u8> = batch.padded.iter().map(|&p| u8::from(p)).collect();
+        let stream = if multi_stream {
+            let streams: Vec<i64> = batch.samples.iter().map(|s| i64::from(s.stream)).collect();
+            Some(LoaderTensor::from_values(pool, &streams)?)
+        } else {
+            None
+        };
+        Ok(Extras {
+            index: LoaderTensor::from_values(pool, &ids)?,
+            stream,
+            padded: LoaderTensor::from_values(pool, &padded)?,
+        })
+    }
+}
+
+fn spawn_pump(engine: Arc<Mutex<Engine>>, multi_stream: bool) -> PyResult<Pump> {
     let (tx, rx) = channel::bounded(0);
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
@@ -131,7 +167,10 @@ fn spawn_pump(engine: Arc<Mutex<Engine>>) -> PyResult<Pump> {
                 if stopped.load(Ordering::SeqCst) {
                     return;
                 }
-                engine.next_batch()
+                let pool = engine.pool().clone();
+                engine.next_batch().map(|r| {
+                    r.and_then(|b| Extras::new(&b, &pool, multi_stream).map(|x| Box::new((b, x))))
+                })
             };
             let msg = match item {
                 Some(r) => Msg::Batch(r),
@@ -451,7 +490,7 @@ impl Loader {
                 return Ok(None);
             }
             if st.pump.is_none() {
-                st.pump = Some(spawn_pump(st.engine()?)?);
+                st.pump = Some(spawn_pump(st.engine()?, self.streams > 1)?);
             }
             st.pump.as_ref().expect("just set").rx.clone()
         };
@@ -464,11 +503,12 @@ impl Loader {
                 Ok(None)
             }
             Msg::Batch(Err(e)) => Err(to_pyerr(e)),
-            Msg::Batch(Ok(batch)) => {
+            Msg::Batch(Ok(boxed)) => {
+                let (batch, extras) = *boxed;
                 st.handed += 1;
                 st.next_index = batch.index + 1;
                 drop(st);
-                batch_to_dict(py, batch, self.streams > 1).map(Some)
+                batch_to_dict(py, batch, extras).map(Some)
             }
         }
     }
@@ -614,7 +654,7 @@ fn open(py: Python<'_>, config: LoaderConfig) -> PyResult<Engine> {
 /// One batch as a dict: columns in order, then `__index__` (global sample ids, int64),
 /// `__stream__` (stream of each sample, int64; only with several streams), `__padded__` (bool),
 /// `__batch__` (the batch's index in the rank's epoch plan) and `__epoch__`.
-fn batch_to_dict(py: Python<'_>, batch: Batch, multi_stream: bool) -> PyResult<Bound<'_, PyDict>> {
+fn batch_to_dict(py: Python<'_>, batch: Batch, extras: Extras) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     for (name, column) in batch.columns {
         match column {
@@ -630,13 +670,11 @@ fn batch_to_dict(py: Python<'_>, batch: Batch, multi_stream: bool) -> PyResult<B
             Column::Arrow(array) => d.set_item(&name, arrow_to_py(py, &name, &array)?)?,
         }
     }
-    let ids: Vec<i64> = batch.samples.iter().map(|s| s.global as i64).collect();
-    d.set_item("__index__", Tensor::from_i64(&ids))?;
-    if multi_stream {
-        let streams: Vec<i64> = batch.samples.iter().map(|s| i64::from(s.stream)).collect();
-        d.set_item("__stream__", Tensor::from_i64(&streams))?;
+    d.set_item("__index__", Tensor::from_loader(extras.index))?;
+    if let Some(stream) = extras.stream {
+        d.set_item("__stream__", Tensor::from_loader(stream))?;
     }
-    d.set_item("__padded__", Tensor::from_bools(&batch.padded))?;
+    d.set_item("__padded__", Tensor::from_loader_bools(extras.padded))?;
     d.set_item("__batch__", batch.index)?;
     d.set_item("__epoch__", batch.epoch)?;
     Ok(d)

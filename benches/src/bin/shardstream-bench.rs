@@ -8,6 +8,10 @@
 //! source: shard-file bytes) and `ratio_to_bare_read` = `mb_per_s / bare_read_mb_per_s`. On
 //! PLAIN-encoded, uncompressed Parquet the two byte counts are comparable.
 //!
+//! `--step-us N` makes the consumer a training step of N µs per batch (then the loader is not
+//! the bottleneck; watch `peak_rss_mb` and `stats.pool`). `--pin-memory` picks the batch
+//! memory, as the loader's option does.
+//!
 //! `--latency-ms N` (or `--via-s3`) serves the manifest's shards from the in-process s3s-fs
 //! server on loopback with N ms added before every request: the shards are uploaded, indexed
 //! over S3, and both the bare read and the loader then read through S3.
@@ -19,7 +23,7 @@ use object_store::ObjectStoreExt;
 use shard_index::indexer::{self, IndexOptions, Silent};
 use shard_index::manifest::Manifest;
 use shard_index::storage::{Location, StorageOptions};
-use shardstream_loader::{Batch, Column, Loader, LoaderConfig};
+use shardstream_loader::{Batch, Column, Loader, LoaderConfig, PinMemory};
 use shardstream_tests::s3::{upload_dir, S3Server, ServerConfig};
 use std::io::Read;
 use std::path::PathBuf;
@@ -76,8 +80,33 @@ struct ReadArgs {
     /// Warm-up windows of the plan (default: the loader's; 0 = off).
     #[arg(long)]
     warmup: Option<u32>,
+    /// A training step's time per batch, in microseconds: the consumer sleeps that long after
+    /// each batch, to measure the loader behind a consumer slower than itself (memory held,
+    /// pool allocations).
+    #[arg(long, default_value_t = 0)]
+    step_us: u64,
+    /// Page-locked batch memory: auto (pinned when a CUDA driver works), always or never.
+    #[arg(long, value_enum, default_value_t = Pin::Auto)]
+    pin_memory: Pin,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Pin {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<Pin> for PinMemory {
+    fn from(p: Pin) -> PinMemory {
+        match p {
+            Pin::Auto => PinMemory::Auto,
+            Pin::Always => PinMemory::Always,
+            Pin::Never => PinMemory::Never,
+        }
+    }
 }
 
 fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
@@ -251,7 +280,8 @@ fn read(a: ReadArgs) -> Result<()> {
     let mut config = LoaderConfig::from_manifest(manifest.clone(), a.batch_size)
         .with_storage_options(options.clone())
         .with_shuffle(true)
-        .with_seed(a.seed);
+        .with_seed(a.seed)
+        .with_pin_memory(a.pin_memory.into());
     if !a.columns.is_empty() {
         config = config.with_columns(a.columns.clone());
     }
@@ -286,6 +316,9 @@ fn read(a: ReadArgs) -> Result<()> {
         batches += 1;
         samples += batch.padded.iter().filter(|p| !**p).count() as u64;
         bytes += payload_bytes(&batch);
+        if a.step_us > 0 {
+            std::thread::sleep(Duration::from_micros(a.step_us));
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
@@ -300,6 +333,7 @@ fn read(a: ReadArgs) -> Result<()> {
         "batch_size": a.batch_size,
         "fast_path": !a.no_fast_path,
         "collate_threads": config_collate_threads,
+        "step_us": a.step_us,
         "first_batch_fetched_mb": mb(first_batch_fetched),
         "batches": batches,
         "samples": samples,
