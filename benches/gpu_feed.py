@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
+
+# benches/peers (the torch + pyarrow baseline's dataset, process-tree counters) is a package here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 BATCH_SIZE = 256
 VARIANTS = [
@@ -111,42 +113,13 @@ def shardstream_batches(manifest: str, variant: str, device: str, diag: Dict[str
 
 
 def torch_pyarrow_batches(data: str, workers: int, shuffle_buffer: int, device: str) -> Iterator[Dict[str, Any]]:
-    import pyarrow.parquet as pq
-    import torch
-    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+    from peers.loaders import parquet_shuffled
+    from torch.utils.data import DataLoader
 
     files = sorted(str(p) for p in Path(data).rglob("*.parquet"))
-
-    class ParquetShuffled(IterableDataset):  # type: ignore[type-arg]
-        def __iter__(self) -> Iterator[Dict[str, Any]]:
-            info = get_worker_info()
-            wid, nw = (info.id, info.num_workers) if info else (0, 1)
-            order = list(files)
-            random.Random(0).shuffle(order)
-            rng = random.Random(1000 + wid)
-            buf: List[Dict[str, Any]] = []
-            for path in order[wid::nw]:
-                pf = pq.ParquetFile(path)
-                groups = list(range(pf.num_row_groups))
-                rng.shuffle(groups)
-                for g in groups:
-                    t = pf.read_row_group(g, columns=["id", "tokens"])
-                    ids = t.column("id").to_numpy()
-                    vals = t.column("tokens").combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
-                    rows = torch.from_numpy(vals)
-                    for i in range(len(ids)):
-                        s = {"id": int(ids[i]), "tokens": rows[i]}
-                        if len(buf) < shuffle_buffer:
-                            buf.append(s)
-                            continue
-                        j = rng.randrange(len(buf))
-                        buf[j], s = s, buf[j]
-                        yield s
-            rng.shuffle(buf)
-            yield from buf
-
+    dataset = parquet_shuffled(files, {"name": "local"}, "tokens", "tokens", 0, shuffle_buffer)
     pin = device == "cuda"
-    loader = DataLoader(ParquetShuffled(), batch_size=BATCH_SIZE, num_workers=workers, pin_memory=pin)
+    loader = DataLoader(dataset, batch_size=BATCH_SIZE, num_workers=workers, pin_memory=pin)
     for batch in loader:
         yield {k: v.to(device, non_blocking=pin) for k, v in batch.items()}
 
@@ -157,7 +130,6 @@ def run_one(args: argparse.Namespace) -> int:
 
     import shardstream  # noqa: F401  (imported before the clock starts, like torch)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from peers.measure import TreeCounters
 
     device = args.device

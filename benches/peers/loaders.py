@@ -114,19 +114,14 @@ def _pyarrow_fs(src: Dict[str, Any]):  # type: ignore[no-untyped-def]
     )
 
 
-def torch_pyarrow_batches(job: Dict[str, Any]) -> Batches:
+def parquet_shuffled(files: List[str], src: Dict[str, Any], col: str, kind: str, seed: int, buffer_size: int) -> Any:
+    """The torch + pyarrow baseline's ``IterableDataset`` over Parquet ``files`` (also used by
+    ``benches/gpu_feed.py``): files in a seeded random order split over the DataLoader's
+    workers, row groups in random order within a file, then a shuffle buffer of
+    ``buffer_size`` samples; each sample a dict of ``id`` and ``col``."""
     import pyarrow.parquet as pq
     import torch
-    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-
-    col = job["column"]
-    kind = job["kind"]
-    src = job["source"]
-    p = job["paths"]["parquet"]
-    files: List[str] = [
-        os.path.join(p["dir"], f) if src["name"] == "local" else f"{src['bucket']}/{p['prefix']}{f}" for f in p["files"]
-    ]
-    seed, buffer_size = job["seed"], job["shuffle_buffer"]
+    from torch.utils.data import IterableDataset, get_worker_info
 
     class ParquetShuffled(IterableDataset):  # type: ignore[type-arg]
         def __iter__(self) -> Iterator[Dict[str, Any]]:
@@ -164,7 +159,20 @@ def torch_pyarrow_batches(job: Dict[str, Any]) -> Batches:
             rng.shuffle(buf)
             yield from buf
 
-    dl = DataLoader(ParquetShuffled(), batch_size=job["batch_size"], num_workers=job["workers"])
+    return ParquetShuffled()
+
+
+def torch_pyarrow_batches(job: Dict[str, Any]) -> Batches:
+    from torch.utils.data import DataLoader
+
+    col = job["column"]
+    src = job["source"]
+    p = job["paths"]["parquet"]
+    files: List[str] = [
+        os.path.join(p["dir"], f) if src["name"] == "local" else f"{src['bucket']}/{p['prefix']}{f}" for f in p["files"]
+    ]
+    dataset = parquet_shuffled(files, src, col, job["kind"], job["seed"], job["shuffle_buffer"])
+    dl = DataLoader(dataset, batch_size=job["batch_size"], num_workers=job["workers"])
     for batch in dl:
         yield _ids(batch["id"]), _payload_bytes(col, batch[col])
 
