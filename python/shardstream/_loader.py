@@ -388,8 +388,13 @@ class Loader:
             --storage-config``'s format (``{"defaults": {...}, "sources": [{"match": URL
             prefix or glob, "options": {...}}]}``).
         pin_memory: ``"auto"`` (page-locked when a CUDA driver is present; True means the same),
-            ``"always"`` or ``"never"`` (False).
-        device: e.g. ``"cuda"``: copy every tensor there asynchronously on a side stream.
+            ``"always"`` or ``"never"`` (False). A batch's memory goes back to the loader's
+            pool as soon as its tensors are freed, and torch cannot tell that a
+            ``non_blocking=True`` copy from it is still in flight: keep the host batch alive
+            until such a copy has finished (e.g. until after the step that uses it), or use
+            ``device=``, which does that for you.
+        device: e.g. ``"cuda"``: copy every tensor there asynchronously on a side stream; each
+            batch's host memory is kept until its copy has finished.
         output: ``"torch"`` (default), ``"numpy"`` or ``"dlpack"`` (the native tensors).
         transform: called on each batch dict (after conversion, before the device copy); its
             result is what iteration yields.
