@@ -9,8 +9,8 @@ shards), indexes it, and then runs every variant in a fresh process, rounds inte
 - ``shardstream-cuda``: ``Loader(device="cuda")`` — pinned batch memory, asynchronous copies on
   a side stream;
 - ``shardstream-pinned``: ``pin_memory="always"`` and the training loop's own
-  ``.to("cuda", non_blocking=True)`` of ``id`` and ``tokens``, each host batch kept until its
-  copy's event has passed (pooled memory is reused as soon as it is freed);
+  ``.to("cuda", non_blocking=True)`` of ``id`` and ``tokens``, the host batch dropped at once
+  (the loader holds its pinned memory until the GPU has passed the copy);
 - ``shardstream-pageable``: ``pin_memory="never"`` and the same copy: the path without pinned
   memory;
 - ``-nocopy``: the same loader, batches left on the host (the loader alone, for reference);
@@ -91,7 +91,6 @@ def shardstream_batches(manifest: str, variant: str, device: str, diag: Dict[str
     """The shardstream variants; ``diag`` gets the loader's stats and where the time went:
     waiting for the native loader, and (``device="cuda"``) in the loader's device copy."""
     import shardstream
-    import torch
 
     kwargs: Dict[str, Any] = dict(batch_size=BATCH_SIZE, columns=["id", "tokens"])
     if variant == "shardstream-cuda":
@@ -105,21 +104,12 @@ def shardstream_batches(manifest: str, variant: str, device: str, diag: Dict[str
         to_device = _Timed(ld._convert.to_device)
         setattr(ld, "_native", native)
         setattr(ld._convert, "to_device", to_device)
-        pending = None
         for batch in ld:
             if copy:
-                out = {k: batch[k].to(device, non_blocking=True) for k in ("id", "tokens")}
-                if device == "cuda":
-                    # The host batch must outlive its copy (see pin_memory in the Loader's
-                    # docs): keep it until the copy's event has passed, one batch later.
-                    done = torch.cuda.Event()
-                    done.record()
-                    if pending is not None:
-                        pending[0].synchronize()
-                    pending = (done, batch)
-                batch = out
+                # Typical loop code: the host batch is dropped right away; the loader keeps its
+                # pinned memory until the GPU has passed the copy (`_CopyGuard`).
+                batch = {k: batch[k].to(device, non_blocking=True) for k in ("id", "tokens")}
             yield batch
-        pending = None
         diag["native_wait_s"] = native.seconds
         diag["to_device_s"] = to_device.seconds
         diag["stats"] = {k: v for k, v in ld.stats().items() if k in ("memory", "pool", "time_to_first_batch_s")}

@@ -15,6 +15,10 @@ CUDA; no Rust toolchain, no network. It:
    order, with the same epoch loaded into pageable CPU memory: a host buffer recycled before
    its copy finished would show up here as corrupted device data; the epoch's ids must be
    every sample exactly once;
+3b. copies every pinned batch itself with ``non_blocking=True``, drops each host batch at
+   once, with the copies queued behind ~2 s of GPU work, and compares the device batches with
+   a CPU epoch the same way: the loader's copy guard must keep the host memory until the copies
+   have read it;
 4. measures host-to-device copy bandwidth from a batch tensor against a pageable tensor of the
    same size (median of repeated copies) and checks the bytes arrive intact;
 5. prints one JSON object and exits non-zero if any check failed.
@@ -187,6 +191,37 @@ def check_device_epoch(
     )
 
 
+def check_own_copies(
+    manifest: Path,
+    samples: int,
+    batch_size: int,
+    report: Dict[str, Any],
+    checks: Dict[str, bool],
+) -> None:
+    """Section 3b: the training loop's own ``non_blocking`` copies from pinned batches, each
+    host batch dropped at once, with every copy queued behind ~2 s of GPU work. Without the
+    loader's copy guard the pool would hand those buffers to later batches while the copies
+    still wait to read them, and the device data would differ from a CPU epoch's."""
+    import shardstream
+    import torch
+
+    common: Dict[str, Any] = dict(batch_size=batch_size, columns=COLUMNS, binary_mode=BINARY_MODE, seed=11)
+    torch.cuda.synchronize()
+    on_device = []
+    with shardstream.Loader(str(manifest), pin_memory="always", batch_queue=2, **common) as loader:
+        torch.cuda._sleep(4_000_000_000)  # GPU clock cycles: about 2 s on an H100
+        for batch in loader:
+            copied = {k: v.to("cuda", non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            on_device.append(copied)
+            del batch  # the loop keeps no host reference
+        torch.cuda.synchronize()
+    with shardstream.Loader(str(manifest), pin_memory="never", **common) as cpu:
+        reference = list(cpu)
+    mismatches = sum(not same_batch(got, want) for got, want in zip(on_device, reference))
+    report["own_copies_epoch"] = {"batches": len(on_device), "mismatched_batches": mismatches}
+    checks["own_copies_equal_cpu_epoch"] = len(on_device) == len(reference) and mismatches == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20480)
@@ -219,6 +254,7 @@ def main() -> int:
     sections = {
         "pinning": lambda: check_pinning(manifest, args.batch_size, args.repeats, report, checks),
         "device_epoch": lambda: check_device_epoch(manifest, args.samples, args.batch_size, report, checks),
+        "own_copies": lambda: check_own_copies(manifest, args.samples, args.batch_size, report, checks),
     }
     for name, section in sections.items():
         try:

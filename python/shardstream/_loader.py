@@ -9,6 +9,7 @@ without copying. torch is imported only when a torch output or device is asked f
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -259,6 +260,44 @@ def _state_text(state: Union[Mapping[str, Any], str, bytes]) -> str:
     raise ConfigError(f"a resume state is a dict (from state_dict()) or its JSON text, got {type(state).__name__}")
 
 
+class _CopyGuard:
+    """Keeps each pinned batch's memory out of the loader's pool until the GPU has passed the
+    point where the training loop may have queued copies from it.
+
+    A batch's buffers go back to the pool as soon as its tensors are freed, and torch cannot
+    tell that a ``non_blocking=True`` copy still reads them: it protects only the blocks of its
+    own pinned allocator (the way ``DataLoader(pin_memory=True)`` batches are safe). So when the
+    loop asks for the next batch, an event is recorded on the current CUDA stream — behind any
+    copy of the previous batch queued there — and that batch's native buffers stay referenced
+    until the event has completed. Copies queued on another stream are not covered (the loop
+    must then keep the batch itself), and without CUDA in use nothing is held.
+
+    ``cuda_in_use`` and ``make_event`` (an object with ``record()`` and ``query()``) come from
+    torch; tests pass fakes.
+    """
+
+    def __init__(self, cuda_in_use: Callable[[], bool], make_event: Callable[[], Any]) -> None:
+        self._cuda_in_use = cuda_in_use
+        self._make_event = make_event
+        self._last: Optional[List[Any]] = None
+        self._held: "collections.deque[Tuple[Any, List[Any]]]" = collections.deque()
+
+    def handed_out(self, natives: List[Any]) -> None:
+        """Called with the native tensors of each batch as it is handed to the loop."""
+        if self._last is not None and self._cuda_in_use():
+            event = self._make_event()
+            event.record()
+            self._held.append((event, self._last))
+        while self._held and self._held[0][0].query():
+            self._held.popleft()
+        self._last = natives
+
+    @property
+    def held(self) -> int:
+        """Batches whose memory waits for the GPU (besides the one last handed out)."""
+        return len(self._held)
+
+
 class _Converter:
     """Turns a native batch dict into torch tensors, NumPy arrays or raw DLPack tensors."""
 
@@ -269,10 +308,13 @@ class _Converter:
         self.device = None
         self.stream = None
         self._pending: Optional[Tuple[Any, List[Any]]] = None
+        self._guard: Optional[_CopyGuard] = None
         if output == "torch":
             import torch
 
             self._from_dlpack: Optional[Callable[[Any], Any]] = torch.utils.dlpack.from_dlpack
+            if device is None:
+                self._guard = _CopyGuard(torch.cuda.is_initialized, torch.cuda.Event)
             if device is not None:
                 dev = torch.device(device)
                 if dev.type == "cuda":
@@ -299,13 +341,18 @@ class _Converter:
 
     def __call__(self, raw: Dict[str, Any]) -> Dict[str, Any]:
         conv = self._from_dlpack
+        natives: List[Any] = []
         for key, value in raw.items():
             kind = type(value)
             if kind is _Tensor:
+                natives.append(value)
                 if conv is not None:
                     raw[key] = conv(value)
             elif kind is _ArrowColumn:
                 raw[key] = value.to_pyarrow()
+        # Pageable memory needs no guard: a copy from it is staged before the call returns.
+        if self._guard is not None and natives and natives[0].memory == "pinned":
+            self._guard.handed_out(natives)
         return raw
 
     def to_device(self, batch: Any) -> Any:
@@ -388,11 +435,11 @@ class Loader:
             --storage-config``'s format (``{"defaults": {...}, "sources": [{"match": URL
             prefix or glob, "options": {...}}]}``).
         pin_memory: ``"auto"`` (page-locked when a CUDA driver is present; True means the same),
-            ``"always"`` or ``"never"`` (False). A batch's memory goes back to the loader's
-            pool as soon as its tensors are freed, and torch cannot tell that a
-            ``non_blocking=True`` copy from it is still in flight: keep the host batch alive
-            until such a copy has finished (e.g. until after the step that uses it), or use
-            ``device=``, which does that for you.
+            ``"always"`` or ``"never"`` (False). With torch output and CUDA in use, a pinned
+            batch's memory stays out of the pool until the GPU has passed the point where the
+            next batch was asked for, so ``batch[k].to("cuda", non_blocking=True)`` on the
+            current stream is safe even if the batch is dropped at once; copies queued on
+            another stream must keep the batch alive themselves.
         device: e.g. ``"cuda"``: copy every tensor there asynchronously on a side stream; each
             batch's host memory is kept until its copy has finished.
         output: ``"torch"`` (default), ``"numpy"`` or ``"dlpack"`` (the native tensors).

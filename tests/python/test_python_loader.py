@@ -142,6 +142,72 @@ def test_tensors_outlive_the_loader(ss_dataset):
     assert torch.cat(kept).tolist() == list(range(120))
 
 
+class _FakeEvent:
+    """Stands in for torch.cuda.Event: done once the test says the GPU got there."""
+
+    def __init__(self, log):
+        self.done = False
+        log.append(self)
+
+    def record(self):
+        pass
+
+    def query(self):
+        return self.done
+
+
+def test_copy_guard_holds_a_pinned_batch_until_the_gpu_has_passed_it():
+    import weakref
+
+    from shardstream._loader import _CopyGuard
+
+    class Buffer:  # a native tensor's memory: back in the pool once unreferenced
+        pass
+
+    events = []
+    cuda = {"in_use": False}
+    guard = _CopyGuard(lambda: cuda["in_use"], lambda: _FakeEvent(events))
+    batches = [[Buffer(), Buffer()] for _ in range(4)]
+    alive = [[weakref.ref(b) for b in batch] for batch in batches]
+
+    def handed(i):
+        guard.handed_out(batches[i])
+        batches[i] = None  # the loop keeps no reference of its own
+
+    handed(0)
+    cuda["in_use"] = True  # the loop copied batch 0 to the GPU (which initialised CUDA)
+    handed(1)
+    gc.collect()
+    assert len(events) == 1 and guard.held == 1
+    assert all(r() is not None for r in alive[0]), "batch 0 is held while its event is pending"
+    handed(2)
+    assert guard.held == 2
+    events[0].done = True  # the GPU passed the point after batch 0's copies
+    handed(3)
+    gc.collect()
+    assert all(r() is None for r in alive[0]), "batch 0 went back once its event completed"
+    assert all(r() is not None for r in alive[1]), "batch 1's event is still pending"
+    assert guard.held == 2  # batches 1 and 2; batch 3 is the one last handed out
+
+
+def test_copy_guard_holds_nothing_without_cuda():
+    import weakref
+
+    from shardstream._loader import _CopyGuard
+
+    class Buffer:
+        pass
+
+    guard = _CopyGuard(lambda: False, lambda: pytest.fail("no event without CUDA"))
+    first = [Buffer()]
+    ref = weakref.ref(first[0])
+    guard.handed_out(first)
+    del first
+    guard.handed_out([Buffer()])
+    gc.collect()
+    assert ref() is None and guard.held == 0
+
+
 def test_device_moves_tensors_after_the_transform(ss_dataset):
     torch = pytest.importorskip("torch")
     # "meta" stands in for an accelerator here (the CUDA path is the same plus a side stream).
