@@ -209,11 +209,15 @@ def check_own_copies(
     torch.cuda.synchronize()
     on_device = []
     with shardstream.Loader(str(manifest), pin_memory="always", batch_queue=2, **common) as loader:
-        torch.cuda._sleep(4_000_000_000)  # GPU clock cycles: about 2 s on an H100
+        torch.cuda._sleep(4_000_000_000)  # GPU clock cycles: about 2 s at the H100's 1.98 GHz
+        slept = torch.cuda.Event()
+        slept.record()
         for batch in loader:
             copied = {k: v.to("cuda", non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             on_device.append(copied)
             del batch  # the loop keeps no host reference
+        # Only meaningful if the copies really waited: the GPU must still be asleep here.
+        checks["own_copies_raced_the_gpu"] = not slept.query()
         torch.cuda.synchronize()
     with shardstream.Loader(str(manifest), pin_memory="never", **common) as cpu:
         reference = list(cpu)

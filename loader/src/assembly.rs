@@ -6,8 +6,9 @@
 //! per payload byte — and a single thread doing it leaves the second core idle once the I/O
 //! side has mapped the look-ahead. [`Assembly`] runs `threads` workers that take jobs from one
 //! queue (whichever worker is free takes the next batch, so a worker descheduled by a busy
-//! machine delays only the batch it holds) and gives finished batches back strictly in
-//! submission order, which keeps the batch sequence deterministic.
+//! machine delays the others only once `threads` later batches are finished behind the one it
+//! holds: see the limit below) and gives finished batches back strictly in submission order,
+//! which keeps the batch sequence deterministic.
 //!
 //! At most `threads + 1` batches are outstanding — at a worker, or finished and waiting in the
 //! reorder buffer to be sent — so the extra memory is bounded by that many batches; a job holds

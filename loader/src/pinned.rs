@@ -12,9 +12,9 @@
 //! CUDA context of the process (PyTorch's included) and `tensor.cuda(non_blocking=True)` copies
 //! it by DMA without a staging copy. The primary context of one device (the `LOCAL_RANK`-th by
 //! default, so that eight ranks do not all create contexts on GPU 0) is retained while the
-//! allocator lives and made current around each driver call. Freed pinned blocks are cached
-//! for reuse rather than handed back to the driver (see `BlockCache`: each driver call costs
-//! about a millisecond).
+//! allocator lives and made current around each driver call. Freed pinned blocks, up to
+//! [`BLOCK_CACHE_MAX_BYTES`], are cached for reuse rather than handed back to the driver (see
+//! `BlockCache`: each driver call costs about a millisecond).
 //!
 //! Every buffer is zero-filled when it is first allocated, so reading any part of it is always
 //! reading initialised memory; reused buffers keep their old (initialised) contents.
@@ -175,14 +175,14 @@ fn driver() -> Result<&'static Driver, String> {
 /// on average over an epoch's mix of 4 KiB and 2 MiB blocks (`PinnedStats`), against ~0.4 ms
 /// for a zero-filled pageable block, and every driver call is one more the training loop's
 /// own CUDA calls may wait behind. So, like PyTorch's caching host allocator, a pinned
-/// [`Allocator`] never hands memory back while it lives: a freed block waits here for the next
-/// request of the same capacity (the pool asks in size classes, so capacities repeat), and all
-/// of them go back to the driver when the allocator is dropped. The page-locked memory held is
-/// therefore the peak the loader ever had in use at once, which the pool's limits, the batch
-/// queue and the assembly limit bound.
+/// [`Allocator`] does not hand a freed block back at once: it waits here for the next request
+/// of the same capacity (the pool asks in size classes, so capacities repeat). The cache keeps
+/// at most [`BLOCK_CACHE_MAX_BYTES`]; beyond that, and when the driver refuses an allocation
+/// (the cached blocks are then freed and the allocation retried), blocks go back to the driver,
+/// as all of them do when the allocator is dropped.
 #[derive(Default)]
 struct BlockCache {
-    free: Mutex<HashMap<usize, Vec<usize>>>,
+    free: Mutex<CachedBlocks>,
     /// Requests served from the cache, and blocks asked of the driver (with their time).
     reuses: AtomicU64,
     driver_allocations: AtomicU64,
@@ -194,27 +194,48 @@ struct BlockCache {
 pub struct PinnedStats {
     /// Allocations served by a cached block, without a driver call.
     pub block_reuses: u64,
+    /// Bytes of freed blocks cached now (still page-locked; not in the pool's counts).
+    pub cached_bytes: u64,
     /// Blocks allocated by `cuMemHostAlloc`, and the seconds those calls took.
     pub driver_allocations: u64,
     pub driver_alloc_s: f64,
 }
 
+/// Most bytes of freed pinned blocks kept for reuse, per allocator.
+pub const BLOCK_CACHE_MAX_BYTES: usize = 256 << 20;
+
+/// Cached block addresses by capacity, and their total size.
+#[derive(Default)]
+struct CachedBlocks {
+    by_capacity: HashMap<usize, Vec<usize>>,
+    bytes: usize,
+}
+
 impl BlockCache {
-    fn put(&self, capacity: usize, address: usize) {
+    /// Keeps a freed block; `false` if the cache is full (the caller frees it).
+    fn put(&self, capacity: usize, address: usize) -> bool {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.entry(capacity).or_default().push(address);
+        if free.bytes + capacity > BLOCK_CACHE_MAX_BYTES {
+            return false;
+        }
+        free.bytes += capacity;
+        free.by_capacity.entry(capacity).or_default().push(address);
+        true
     }
 
     fn take(&self, capacity: usize) -> Option<usize> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let address = free.get_mut(&capacity)?.pop()?;
+        let address = free.by_capacity.get_mut(&capacity)?.pop()?;
+        free.bytes -= capacity;
         self.reuses.fetch_add(1, Ordering::Relaxed);
         Some(address)
     }
 
     fn stats(&self) -> PinnedStats {
+        let cached_bytes = self.free.lock().unwrap_or_else(|p| p.into_inner()).bytes as u64;
         PinnedStats {
             block_reuses: self.reuses.load(Ordering::Relaxed),
+            cached_bytes,
             driver_allocations: self.driver_allocations.load(Ordering::Relaxed),
             driver_alloc_s: self.driver_alloc_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
@@ -222,7 +243,11 @@ impl BlockCache {
 
     fn drain(&self) -> Vec<usize> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.drain().flat_map(|(_, blocks)| blocks).collect()
+        free.bytes = 0;
+        free.by_capacity
+            .drain()
+            .flat_map(|(_, blocks)| blocks)
+            .collect()
     }
 }
 
@@ -297,11 +322,23 @@ impl Context {
     }
 
     /// A block of `size` bytes: a cached one if there is one of exactly that size (its old
-    /// contents are initialised), else a new zero-filled one from the driver.
+    /// contents are initialised), else a new zero-filled one from the driver; if the driver
+    /// refuses, the cached blocks are handed back and the allocation tried once more.
     fn alloc(&self, size: usize) -> Result<NonNull<u8>, String> {
         if let Some(address) = self.cache.take(size) {
             return Ok(NonNull::new(address as *mut u8).expect("cached blocks are not null"));
         }
+        self.alloc_from_driver(size).or_else(|first| {
+            let cached = self.cache.drain();
+            if cached.is_empty() {
+                return Err(first);
+            }
+            self.free_all(cached);
+            self.alloc_from_driver(size)
+        })
+    }
+
+    fn alloc_from_driver(&self, size: usize) -> Result<NonNull<u8>, String> {
         let mut ptr: *mut c_void = std::ptr::null_mut();
         let started = Instant::now();
         let rc = self.with_current(|| {
@@ -332,9 +369,18 @@ impl Context {
         Ok(ptr)
     }
 
-    /// Keeps a block of `size` bytes (from [`Context::alloc`]) for reuse.
+    /// Keeps a block of `size` bytes (from [`Context::alloc`]) for reuse, or frees it if the
+    /// cache is full.
     fn recycle(&self, ptr: NonNull<u8>, size: usize) {
-        self.cache.put(size, ptr.as_ptr() as usize);
+        if !self.cache.put(size, ptr.as_ptr() as usize) {
+            self.free(ptr);
+        }
+    }
+
+    fn free_all(&self, addresses: Vec<usize>) {
+        for address in addresses {
+            self.free(NonNull::new(address as *mut u8).expect("cached blocks are not null"));
+        }
     }
 
     /// Hands a block back to the driver.
@@ -350,10 +396,8 @@ impl Context {
 impl Drop for Context {
     fn drop(&mut self) {
         // Every buffer holds an `Arc` to the allocator owning this context, so all of them
-        // are gone and every block is in the cache.
-        for address in self.cache.drain() {
-            self.free(NonNull::new(address as *mut u8).expect("cached blocks are not null"));
-        }
+        // are gone and every block left is in the cache.
+        self.free_all(self.cache.drain());
         // SAFETY: balances the retain in `Context::retain`; no block of it is left (above).
         unsafe { (self.driver.primary_ctx_release)(self.device) };
     }
@@ -626,9 +670,10 @@ mod tests {
     fn the_block_cache_reuses_exact_capacities_and_gives_everything_back() {
         let cache = BlockCache::default();
         assert_eq!(cache.take(ALIGN), None);
-        cache.put(ALIGN, 0x1000);
-        cache.put(2 * ALIGN, 0x2000);
-        cache.put(2 * ALIGN, 0x4000);
+        assert!(cache.put(ALIGN, 0x1000));
+        assert!(cache.put(2 * ALIGN, 0x2000));
+        assert!(cache.put(2 * ALIGN, 0x4000));
+        assert_eq!(cache.stats().cached_bytes, 5 * ALIGN as u64);
         // Only a block of exactly the asked capacity is reused.
         assert_eq!(cache.take(3 * ALIGN), None);
         assert_eq!(cache.take(ALIGN), Some(0x1000));
@@ -639,6 +684,22 @@ mod tests {
         left.sort_unstable();
         assert_eq!(left, vec![0x2000, 0x4000]);
         assert_eq!(cache.take(2 * ALIGN), None, "drained");
+        assert_eq!(cache.stats().cached_bytes, 0);
+    }
+
+    #[test]
+    fn the_block_cache_refuses_blocks_beyond_its_limit() {
+        let cache = BlockCache::default();
+        let big = BLOCK_CACHE_MAX_BYTES / 2;
+        assert!(cache.put(big, 0x1000));
+        assert!(cache.put(big, 0x2000));
+        assert!(
+            !cache.put(ALIGN, 0x3000),
+            "full: the caller frees the block"
+        );
+        assert_eq!(cache.take(big), Some(0x2000));
+        assert!(cache.put(ALIGN, 0x3000), "room again after a reuse");
+        assert_eq!(cache.stats().cached_bytes, (big + ALIGN) as u64);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! (1/8 steps between powers of two), so slowly varying sizes (e.g. padded token batches whose
 //! longest list changes) still reuse buffers. The pool keeps at most `max_retained` bytes of
 //! free buffers; beyond that, returned buffers are freed: pageable ones to the heap, pinned ones
-//! into their allocator's block cache (still page-locked, reused by a later allocation of the
-//! same size class without a driver call; see `pinned`).
+//! into their allocator's block cache while it has room (still page-locked, reused by a later
+//! allocation of the same size class without a driver call; see `pinned`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -267,35 +267,61 @@ class _CopyGuard:
     A batch's buffers go back to the pool as soon as its tensors are freed, and torch cannot
     tell that a ``non_blocking=True`` copy still reads them: it protects only the blocks of its
     own pinned allocator (the way ``DataLoader(pin_memory=True)`` batches are safe). So when the
-    loop asks for the next batch, an event is recorded on the current CUDA stream — behind any
-    copy of the previous batch queued there — and that batch's native buffers stay referenced
-    until the event has completed. Copies queued on another stream are not covered (the loop
-    must then keep the batch itself), and without CUDA in use nothing is held.
+    loop asks for the next batch, an event is recorded on the copy stream — the current stream
+    of the ``LOCAL_RANK``-th GPU under torchrun, else of the current GPU — behind any copy of the
+    previous batch queued there, and that batch's native buffers stay referenced until the
+    event has completed. At most ``max_held`` batches wait so; beyond that the oldest event is
+    waited for (the GPU is that far behind anyway). Copies queued on another stream or GPU are
+    not covered (the loop must then keep the batch itself); without CUDA in use nothing is held.
 
-    ``cuda_in_use`` and ``make_event`` (an object with ``record()`` and ``query()``) come from
-    torch; tests pass fakes.
+    ``cuda_in_use`` and ``record_event`` (recording and returning an object with ``query()``
+    and ``synchronize()``) come from torch; tests pass fakes.
     """
 
-    def __init__(self, cuda_in_use: Callable[[], bool], make_event: Callable[[], Any]) -> None:
+    def __init__(
+        self, cuda_in_use: Callable[[], bool], record_event: Callable[[], Any], max_held: int = 8
+    ) -> None:
         self._cuda_in_use = cuda_in_use
-        self._make_event = make_event
+        self._record_event = record_event
+        self._max_held = max_held
         self._last: Optional[List[Any]] = None
         self._held: "collections.deque[Tuple[Any, List[Any]]]" = collections.deque()
 
     def handed_out(self, natives: List[Any]) -> None:
         """Called with the native tensors of each batch as it is handed to the loop."""
-        if self._last is not None and self._cuda_in_use():
-            event = self._make_event()
-            event.record()
-            self._held.append((event, self._last))
-        while self._held and self._held[0][0].query():
+        self._retire_last()
+        while self._held and (len(self._held) > self._max_held or self._held[0][0].query()):
+            if len(self._held) > self._max_held:
+                self._held[0][0].synchronize()
             self._held.popleft()
         self._last = natives
+
+    def release(self) -> None:
+        """Waits until the GPU has passed every held batch, then lets them all go (``close``)."""
+        self._retire_last()
+        while self._held:
+            self._held.popleft()[0].synchronize()
+
+    def _retire_last(self) -> None:
+        if self._last is not None and self._cuda_in_use():
+            self._held.append((self._record_event(), self._last))
+        self._last = None
 
     @property
     def held(self) -> int:
         """Batches whose memory waits for the GPU (besides the one last handed out)."""
         return len(self._held)
+
+
+def _record_on_copy_stream() -> Any:
+    """A CUDA event recorded on the stream the training loop most likely copies on."""
+    import torch
+
+    local_rank = os.environ.get("LOCAL_RANK")
+    index = int(local_rank) % torch.cuda.device_count() if local_rank else torch.cuda.current_device()
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(index))
+    return event
 
 
 class _Converter:
@@ -313,8 +339,6 @@ class _Converter:
             import torch
 
             self._from_dlpack: Optional[Callable[[Any], Any]] = torch.utils.dlpack.from_dlpack
-            if device is None:
-                self._guard = _CopyGuard(torch.cuda.is_initialized, torch.cuda.Event)
             if device is not None:
                 dev = torch.device(device)
                 if dev.type == "cuda":
@@ -328,6 +352,8 @@ class _Converter:
                     self.stream = torch.cuda.Stream(dev)
                 if dev.type != "cpu":
                     self.device = dev
+            if self.device is None:
+                self._guard = _CopyGuard(torch.cuda.is_initialized, _record_on_copy_stream)
         elif output == "numpy":
             if device is not None:
                 raise ConfigError("device= needs output='torch'")
@@ -354,6 +380,14 @@ class _Converter:
         if self._guard is not None and natives and natives[0].memory == "pinned":
             self._guard.handed_out(natives)
         return raw
+
+    def release(self) -> None:
+        """Lets go of held host batches once the GPU is done with them (``Loader.close``)."""
+        if self._guard is not None:
+            self._guard.release()
+        if self._pending is not None:
+            self._pending[0].synchronize()
+            self._pending = None
 
     def to_device(self, batch: Any) -> Any:
         """Copies the batch's tensors to the device (CUDA: on a side stream, asynchronously)."""
@@ -438,8 +472,9 @@ class Loader:
             ``"always"`` or ``"never"`` (False). With torch output and CUDA in use, a pinned
             batch's memory stays out of the pool until the GPU has passed the point where the
             next batch was asked for, so ``batch[k].to("cuda", non_blocking=True)`` on the
-            current stream is safe even if the batch is dropped at once; copies queued on
-            another stream must keep the batch alive themselves.
+            current stream (of the ``LOCAL_RANK``-th GPU under torchrun) is safe even if the
+            batch is dropped at once; copies queued on another stream must keep the batch
+            alive themselves.
         device: e.g. ``"cuda"``: copy every tensor there asynchronously on a side stream; each
             batch's host memory is kept until its copy has finished.
         output: ``"torch"`` (default), ``"numpy"`` or ``"dlpack"`` (the native tensors).
@@ -587,7 +622,9 @@ class Loader:
         return json.loads(self._native.stats_json())
 
     def close(self) -> None:
-        """Stops prefetching and frees the loader's memory now (also done when it is collected)."""
+        """Stops prefetching and frees the loader's memory now (also done when it is collected),
+        after the GPU has finished any copy from it that the loader knows of."""
+        self._convert.release()
         self._native.close()
 
     def __enter__(self) -> "Loader":

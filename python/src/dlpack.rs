@@ -22,7 +22,7 @@ use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shardstream_loader::pool::PooledBuffer;
+use shardstream_loader::pool::{BufferPool, PooledBuffer};
 use shardstream_loader::DType;
 
 const CAPSULE_NAME: &CStr = c"dltensor";
@@ -228,14 +228,53 @@ impl Tensor {
         }
     }
 
-    /// Takes over a loader tensor of 0/1 bytes as a bool tensor.
-    pub fn from_loader_bools(t: shardstream_loader::Tensor) -> Tensor {
-        let (dtype, shape, buffer) = t.into_parts();
-        debug_assert_eq!(dtype, DType::U8);
-        Tensor {
-            storage: Storage::new(Buffer::Pooled(buffer)),
-            elem: ElemType::Bool,
-            shape,
+    /// A 1-d int64 tensor of `values` in the loader's pool (page-locked like the columns).
+    pub fn pooled_i64(pool: &BufferPool, values: &[i64]) -> Tensor {
+        let bytes = || {
+            values
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect::<Vec<u8>>()
+        };
+        Self::pooled_1d(
+            shardstream_loader::Tensor::from_values(pool, values),
+            bytes,
+            ElemType::Num(DType::I64),
+        )
+    }
+
+    /// A 1-d bool tensor of `values` in the loader's pool.
+    pub fn pooled_bools(pool: &BufferPool, values: &[bool]) -> Tensor {
+        let bytes: Vec<u8> = values.iter().map(|&b| u8::from(b)).collect();
+        let pooled = shardstream_loader::Tensor::from_values(pool, &bytes);
+        Self::pooled_1d(pooled, || bytes.clone(), ElemType::Bool)
+    }
+
+    /// The pooled tensor, or — if the pool could not allocate (pinned memory exhausted) — the
+    /// same values in ordinary memory: these small arrays go with a batch the engine has
+    /// already counted as delivered, which must not be lost over a few kilobytes.
+    fn pooled_1d(
+        pooled: shardstream_loader::Result<shardstream_loader::Tensor>,
+        bytes: impl FnOnce() -> Vec<u8>,
+        elem: ElemType,
+    ) -> Tensor {
+        match pooled {
+            Ok(t) => {
+                let (_, shape, buffer) = t.into_parts();
+                Tensor {
+                    storage: Storage::new(Buffer::Pooled(buffer)),
+                    elem,
+                    shape,
+                }
+            }
+            Err(_) => {
+                let bytes = bytes();
+                Tensor {
+                    shape: vec![bytes.len() / elem.size()],
+                    storage: Storage::new(owned_from_bytes(&bytes)),
+                    elem,
+                }
+            }
         }
     }
 

@@ -38,9 +38,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use shard_index::plan::ResumeState;
 use shardstream_loader::config::{BinaryMode, ListMode, Mix, Window};
 use shardstream_loader::pool::BufferPool;
-use shardstream_loader::{
-    Batch, Column, Loader as Engine, LoaderConfig, PinMemory, Tensor as LoaderTensor,
-};
+use shardstream_loader::{Batch, Column, Loader as Engine, LoaderConfig, PinMemory};
 
 use crate::dlpack::Tensor;
 use crate::errors::{config_error, to_pyerr, to_pyerr_with_hint, ShardStreamError};
@@ -125,31 +123,24 @@ impl Drop for Pump {
 /// the pump thread in the engine's pool: page-locked like the columns, so that every tensor of a
 /// batch can be copied to a GPU without staging, and built without holding the GIL.
 struct Extras {
-    index: LoaderTensor,
+    index: Tensor,
     /// Only when the loader mixes several streams.
-    stream: Option<LoaderTensor>,
-    padded: LoaderTensor,
+    stream: Option<Tensor>,
+    padded: Tensor,
 }
 
 impl Extras {
-    fn new(
-        batch: &Batch,
-        pool: &BufferPool,
-        multi_stream: bool,
-    ) -> shardstream_loader::Result<Extras> {
+    fn new(batch: &Batch, pool: &BufferPool, multi_stream: bool) -> Extras {
         let ids: Vec<i64> = batch.samples.iter().map(|s| s.global as i64).collect();
-        let padded: Vec<u8> = batch.padded.iter().map(|&p| u8::from(p)).collect();
-        let stream = if multi_stream {
+        let stream = multi_stream.then(|| {
             let streams: Vec<i64> = batch.samples.iter().map(|s| i64::from(s.stream)).collect();
-            Some(LoaderTensor::from_values(pool, &streams)?)
-        } else {
-            None
-        };
-        Ok(Extras {
-            index: LoaderTensor::from_values(pool, &ids)?,
+            Tensor::pooled_i64(pool, &streams)
+        });
+        Extras {
+            index: Tensor::pooled_i64(pool, &ids),
             stream,
-            padded: LoaderTensor::from_values(pool, &padded)?,
-        })
+            padded: Tensor::pooled_bools(pool, &batch.padded),
+        }
     }
 }
 
@@ -169,7 +160,10 @@ fn spawn_pump(engine: Arc<Mutex<Engine>>, multi_stream: bool) -> PyResult<Pump> 
                 }
                 let pool = engine.pool().clone();
                 engine.next_batch().map(|r| {
-                    r.and_then(|b| Extras::new(&b, &pool, multi_stream).map(|x| Box::new((b, x))))
+                    r.map(|b| {
+                        let extras = Extras::new(&b, &pool, multi_stream);
+                        Box::new((b, extras))
+                    })
                 })
             };
             let msg = match item {
@@ -670,11 +664,11 @@ fn batch_to_dict(py: Python<'_>, batch: Batch, extras: Extras) -> PyResult<Bound
             Column::Arrow(array) => d.set_item(&name, arrow_to_py(py, &name, &array)?)?,
         }
     }
-    d.set_item("__index__", Tensor::from_loader(extras.index))?;
+    d.set_item("__index__", extras.index)?;
     if let Some(stream) = extras.stream {
-        d.set_item("__stream__", Tensor::from_loader(stream))?;
+        d.set_item("__stream__", stream)?;
     }
-    d.set_item("__padded__", Tensor::from_loader_bools(extras.padded))?;
+    d.set_item("__padded__", extras.padded)?;
     d.set_item("__batch__", batch.index)?;
     d.set_item("__epoch__", batch.epoch)?;
     Ok(d)

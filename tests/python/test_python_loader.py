@@ -143,17 +143,19 @@ def test_tensors_outlive_the_loader(ss_dataset):
 
 
 class _FakeEvent:
-    """Stands in for torch.cuda.Event: done once the test says the GPU got there."""
+    """Stands in for a recorded torch.cuda.Event: done once the test says the GPU got there."""
 
     def __init__(self, log):
         self.done = False
+        self.waited = False
         log.append(self)
-
-    def record(self):
-        pass
 
     def query(self):
         return self.done
+
+    def synchronize(self):
+        self.waited = True
+        self.done = True
 
 
 def test_copy_guard_holds_a_pinned_batch_until_the_gpu_has_passed_it():
@@ -188,6 +190,20 @@ def test_copy_guard_holds_a_pinned_batch_until_the_gpu_has_passed_it():
     assert all(r() is None for r in alive[0]), "batch 0 went back once its event completed"
     assert all(r() is not None for r in alive[1]), "batch 1's event is still pending"
     assert guard.held == 2  # batches 1 and 2; batch 3 is the one last handed out
+
+
+def test_copy_guard_waits_for_the_oldest_beyond_its_limit_and_on_release():
+    from shardstream._loader import _CopyGuard
+
+    events = []
+    guard = _CopyGuard(lambda: True, lambda: _FakeEvent(events), max_held=2)
+    for i in range(4):
+        guard.handed_out([object()])
+    # Batches 0, 1 and 2 were retired with an event each; the GPU has passed none of them, so
+    # the oldest is waited for to stay within two held batches.
+    assert [e.waited for e in events] == [True, False, False] and guard.held == 2
+    guard.release()
+    assert len(events) == 4 and all(e.waited for e in events) and guard.held == 0
 
 
 def test_copy_guard_holds_nothing_without_cuda():
