@@ -30,9 +30,8 @@
 //!
 //! Memory therefore stays near `prefetch_bytes` + `batch_queue` finished batches + at most
 //! `collate_threads + 1` batches being assembled or waiting to be sent (with the units they
-//! hold) + the buffer
-//! pool's retained free buffers, whatever the dataset size; a slow consumer blocks the producer
-//! on the channel (backpressure), which stops the look-ahead from moving.
+//! hold) + the buffer pool's retained free buffers, whatever the dataset size; a slow consumer
+//! blocks the producer on the channel (backpressure), which stops the look-ahead from moving.
 //!
 //! # Determinism
 //!
