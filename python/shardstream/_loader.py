@@ -274,6 +274,9 @@ class _CopyGuard:
     waited for (the GPU is that far behind anyway). Copies queued on another stream or GPU are
     not covered (the loop must then keep the batch itself); without CUDA in use nothing is held.
 
+    ``device="cuda"`` uses the same guard for its side-stream copies, through :meth:`hold`
+    with the event recorded after each batch's copy.
+
     ``cuda_in_use`` and ``record_event`` (recording and returning an object with ``query()``
     and ``synchronize()``) come from torch; tests pass fakes.
     """
@@ -290,11 +293,23 @@ class _CopyGuard:
     def handed_out(self, natives: List[Any]) -> None:
         """Called with the native tensors of each batch as it is handed to the loop."""
         self._retire_last()
-        while self._held and (len(self._held) > self._max_held or self._held[0][0].query()):
-            if len(self._held) > self._max_held:
-                self._held[0][0].synchronize()
-            self._held.popleft()
+        self._trim()
         self._last = natives
+
+    def hold(self, event: Any, keep: List[Any]) -> None:
+        """Keeps ``keep`` referenced until ``event`` (already recorded) has completed."""
+        self._held.append((event, keep))
+        self._trim()
+
+    def _trim(self) -> None:
+        """Lets go of batches the GPU has passed, waiting for the oldest beyond the limit."""
+        while self._held:
+            event = self._held[0][0]
+            if not event.query():
+                if len(self._held) <= self._max_held:
+                    break
+                event.synchronize()
+            self._held.popleft()
 
     def release(self) -> None:
         """Waits until the GPU has passed every held batch, then lets them all go (``close``)."""
@@ -333,7 +348,6 @@ class _Converter:
         self.output = output
         self.device = None
         self.stream = None
-        self._pending: Optional[Tuple[Any, List[Any]]] = None
         self._guard: Optional[_CopyGuard] = None
         if output == "torch":
             import torch
@@ -350,6 +364,8 @@ class _Converter:
                     if dev.index is None:
                         dev = torch.device("cuda", torch.cuda.current_device())
                     self.stream = torch.cuda.Stream(dev)
+                    # One side-stream copy in flight at a time; its host batch is kept until done.
+                    self._guard = _CopyGuard(lambda: False, _record_on_copy_stream, max_held=1)
                 if dev.type != "cpu":
                     self.device = dev
             if self.device is None:
@@ -377,7 +393,7 @@ class _Converter:
             elif kind is _ArrowColumn:
                 raw[key] = value.to_pyarrow()
         # Pageable memory needs no guard: a copy from it is staged before the call returns.
-        if self._guard is not None and natives and natives[0].memory == "pinned":
+        if self._guard is not None and self.device is None and natives and natives[0].memory == "pinned":
             self._guard.handed_out(natives)
         return raw
 
@@ -385,9 +401,6 @@ class _Converter:
         """Lets go of held host batches once the GPU is done with them (``Loader.close``)."""
         if self._guard is not None:
             self._guard.release()
-        if self._pending is not None:
-            self._pending[0].synchronize()
-            self._pending = None
 
     def to_device(self, batch: Any) -> Any:
         """Copies the batch's tensors to the device (CUDA: on a side stream, asynchronously)."""
@@ -397,11 +410,6 @@ class _Converter:
 
         if self.stream is None:
             return _map_tensors(batch, lambda t: t.to(self.device))
-        # The host buffers go back to the loader's pool when their tensors die; keep the last
-        # batch's until its copy has finished, so a later batch cannot overwrite them mid-copy.
-        if self._pending is not None:
-            self._pending[0].synchronize()
-            self._pending = None
         hosts: List[Any] = []
         with torch.cuda.stream(self.stream):
             def copy(t: Any) -> Any:
@@ -414,7 +422,10 @@ class _Converter:
         current = torch.cuda.current_stream(self.device)
         current.wait_stream(self.stream)
         _map_tensors(out, lambda t: (t.record_stream(current), t)[1])
-        self._pending = (done, hosts)
+        # The host buffers go back to the loader's pool when their tensors die; the guard keeps
+        # them until the copy has finished, so a later batch cannot overwrite them mid-copy.
+        assert self._guard is not None
+        self._guard.hold(done, hosts)
         return out
 
 

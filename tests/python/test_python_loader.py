@@ -206,6 +206,21 @@ def test_copy_guard_waits_for_the_oldest_beyond_its_limit_and_on_release():
     assert len(events) == 4 and all(e.waited for e in events) and guard.held == 0
 
 
+def test_copy_guard_hold_keeps_one_side_stream_copy_in_flight():
+    from shardstream._loader import _CopyGuard
+
+    events = []
+    guard = _CopyGuard(lambda: False, lambda: pytest.fail("device copies record their own"), max_held=1)
+    first, second = _FakeEvent(events), _FakeEvent(events)
+    guard.hold(first, [object()])
+    assert not first.waited and guard.held == 1
+    guard.hold(second, [object()])
+    assert first.waited and not second.waited and guard.held == 1
+    second.done = True
+    guard.hold(_FakeEvent(events), [object()])
+    assert not second.waited and guard.held == 1, "a finished copy is let go without waiting"
+
+
 def test_copy_guard_holds_nothing_without_cuda():
     import weakref
 
