@@ -272,6 +272,24 @@ pub enum Column {
     Arrow(ArrayRef),
 }
 
+impl Column {
+    /// Bytes of pool buffers this column holds (their capacities; 0 for Arrow arrays).
+    pub fn pooled_capacity(&self) -> usize {
+        match self {
+            Column::Tensor(t) => t.buffer().capacity(),
+            Column::Padded {
+                values,
+                lengths: other,
+            }
+            | Column::Ragged {
+                values,
+                offsets: other,
+            } => values.buffer().capacity() + other.buffer().capacity(),
+            Column::Arrow(_) => 0,
+        }
+    }
+}
+
 /// Identifies a delivered sample: its stream and its index within the stream (samples of
 /// earlier shards + row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -421,6 +439,8 @@ impl Collator {
             let col = self.column(name, *layout, &sources, rows)?;
             out.push((name.clone(), col));
         }
+        let pooled: usize = out.iter().map(|(_, c)| c.pooled_capacity()).sum();
+        self.pool.note_batch(pooled as u64);
         Ok(out)
     }
 
@@ -1079,6 +1099,20 @@ mod tests {
         let err = c.collate(&[&du(&u)], &[(0, 1)]).unwrap_err();
         assert!(matches!(err, Error::UnsupportedColumn { .. }), "{err}");
         assert!(err.to_string().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn each_batch_raises_the_pools_retention_to_the_batches_in_circulation() {
+        let a = unit(&[0, 1, 2], &[&[1, 2, 3], &[4], &[]], &["a", "bb", "ccc"]);
+        let pool = BufferPool::new(crate::pinned::Allocator::pageable("test".into()), 4096)
+            .keep_batches(5);
+        let c = Collator::new(&a.schema(), |_| ListMode::Ragged, pool.clone());
+        let cols = c.collate(&[&du(&a)], &[(0, 2), (0, 0), (0, 1)]).unwrap();
+        let pooled: usize = cols.iter().map(|(_, col)| col.pooled_capacity()).sum();
+        // id [3] and tokens (values + offsets) in pool pages; the strings are an Arrow array.
+        assert_eq!(pooled, 3 * crate::pinned::ALIGN, "{cols:?}");
+        assert!(matches!(cols[2].1, Column::Arrow(_)));
+        assert_eq!(pool.max_retained(), 5 * pooled as u64);
     }
 
     #[test]

@@ -79,8 +79,12 @@ use crate::{Error, Result};
 const PLAN_BYTES_PER_SAMPLE: u64 = 64;
 /// Batches planned per producer step before checking for finished units again.
 const PLAN_STEP: usize = 8;
-/// Free batch buffers the pool keeps, at least (more for large batches).
+/// Free batch buffers the pool keeps, at least (more for large batches, see `POOL_BATCHES_EXTRA`).
 const MIN_POOL_RETAIN: u64 = 64 << 20;
+/// Batches in circulation beyond the `batch_queue` and the collate threads' `collate_threads + 1`:
+/// the one the producer is sending, the consumer's current one and the one it just dropped.
+/// The pool retains that many batches' buffers, so steady state allocates nothing.
+const POOL_BATCHES_EXTRA: usize = 3;
 
 /// One dataset stream, opened.
 struct StreamCtx {
@@ -865,7 +869,8 @@ impl Loader {
         };
 
         let allocator = Allocator::new(config.pin_memory, config.pin_device)?;
-        let pool = BufferPool::new(allocator, MIN_POOL_RETAIN);
+        let circulating = config.batch_queue + config.collate_threads + 1 + POOL_BATCHES_EXTRA;
+        let pool = BufferPool::new(allocator, MIN_POOL_RETAIN).keep_batches(circulating as u64);
         let collator = Arc::new(Collator::new(
             &output_schema,
             |c| config.column_mode_of(c),

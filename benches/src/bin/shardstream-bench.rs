@@ -17,13 +17,13 @@
 //! over S3, and both the bare read and the loader then read through S3.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use shard_index::indexer::{self, IndexOptions, Silent};
 use shard_index::manifest::Manifest;
 use shard_index::storage::{Location, StorageOptions};
-use shardstream_loader::{Batch, Column, Loader, LoaderConfig, PinMemory};
+use shardstream_loader::{Batch, BinaryMode, Column, Loader, LoaderConfig, PinMemory};
 use shardstream_tests::s3::{upload_dir, S3Server, ServerConfig};
 use std::io::Read;
 use std::path::PathBuf;
@@ -88,6 +88,10 @@ struct ReadArgs {
     /// Page-locked batch memory: auto (pinned when a CUDA driver works), always or never.
     #[arg(long, value_enum, default_value_t = Pin::Auto)]
     pin_memory: Pin,
+    /// Layout of binary and string columns: bytes (one Arrow array per batch), padded or ragged
+    /// (uint8 tensors in pooled memory, what the Python peers bench asks for).
+    #[arg(long, value_enum, default_value_t = Binary::Bytes)]
+    binary_mode: Binary,
     #[arg(long)]
     json: bool,
 }
@@ -105,6 +109,23 @@ impl From<Pin> for PinMemory {
             Pin::Auto => PinMemory::Auto,
             Pin::Always => PinMemory::Always,
             Pin::Never => PinMemory::Never,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Binary {
+    Bytes,
+    Padded,
+    Ragged,
+}
+
+impl From<Binary> for BinaryMode {
+    fn from(b: Binary) -> BinaryMode {
+        match b {
+            Binary::Bytes => BinaryMode::Bytes,
+            Binary::Padded => BinaryMode::Padded,
+            Binary::Ragged => BinaryMode::Ragged,
         }
     }
 }
@@ -281,7 +302,8 @@ fn read(a: ReadArgs) -> Result<()> {
         .with_storage_options(options.clone())
         .with_shuffle(true)
         .with_seed(a.seed)
-        .with_pin_memory(a.pin_memory.into());
+        .with_pin_memory(a.pin_memory.into())
+        .with_default_binary_mode(a.binary_mode.into());
     if !a.columns.is_empty() {
         config = config.with_columns(a.columns.clone());
     }
@@ -332,6 +354,7 @@ fn read(a: ReadArgs) -> Result<()> {
         "cache": if a.no_cache { "none".to_string() } else { "disk (cold)".to_string() },
         "batch_size": a.batch_size,
         "fast_path": !a.no_fast_path,
+        "binary_mode": a.binary_mode.to_possible_value().map(|v| v.get_name().to_string()),
         "collate_threads": config_collate_threads,
         "step_us": a.step_us,
         "first_batch_fetched_mb": mb(first_batch_fetched),
