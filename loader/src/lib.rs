@@ -8,8 +8,8 @@
 //!
 //! Modules: [`config`] (what to load and how), [`fetch`] (reads from the store, verified
 //! against the manifest), [`cache`] (node-local shared disk cache), [`decode`] (shard bytes to
-//! Arrow), [`collate`] (rows to batch columns), [`pool`], [`pinned`] and [`pageable`] (recycled batch
-//! memory: page-locked, or huge-page-backed ordinary memory), [`engine`] (the pipeline and the public iterator), [`stats`] (counters).
+//! Arrow), [`collate`] (rows to batch columns), [`pool`] and [`pinned`] (recycled, page-locked
+//! batch memory), [`engine`] (the pipeline and the public iterator), [`stats`] (counters).
 //! tokio never leaks out of this crate: the public API is synchronous.
 //!
 //! ```no_run
@@ -37,7 +37,6 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod fetch;
-pub mod pageable;
 pub mod pinned;
 pub mod pool;
 pub mod stats;

@@ -19,6 +19,7 @@
 //! Every buffer is zero-filled when it is first allocated, so reading any part of it is always
 //! reading initialised memory; reused buffers keep their old (initialised) contents.
 
+use std::alloc::Layout;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fmt;
@@ -507,11 +508,17 @@ impl Allocator {
             Backend::Pinned(ctx) => ctx
                 .alloc(capacity)
                 .map_err(|e| crate::Error::Stopped(format!("allocating pinned memory: {e}")))?,
-            Backend::Pageable => crate::pageable::alloc_zeroed(capacity).ok_or_else(|| {
-                crate::Error::Stopped(format!(
-                    "allocating {capacity} bytes of batch memory failed"
-                ))
-            })?,
+            Backend::Pageable => {
+                let layout = Layout::from_size_align(capacity, ALIGN).map_err(|e| {
+                    crate::Error::Config(format!("buffer of {capacity} bytes: {e}"))
+                })?;
+                // SAFETY: `layout` has a non-zero size (capacity >= ALIGN).
+                let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+                match NonNull::new(raw) {
+                    Some(p) => p,
+                    None => std::alloc::handle_alloc_error(layout),
+                }
+            }
         };
         Ok(HostBuffer {
             ptr,
@@ -523,9 +530,12 @@ impl Allocator {
     fn free(&self, ptr: NonNull<u8>, capacity: usize) {
         match &self.inner.backend {
             Backend::Pinned(ctx) => ctx.recycle(ptr, capacity),
-            // SAFETY: `ptr` came from `pageable::alloc_zeroed(capacity)` in `alloc` and is freed
-            // once, by the `HostBuffer` owning it.
-            Backend::Pageable => unsafe { crate::pageable::free(ptr, capacity) },
+            Backend::Pageable => {
+                let layout = Layout::from_size_align(capacity, ALIGN).expect("checked at alloc");
+                // SAFETY: `ptr` was returned by `alloc_zeroed` with this exact layout and is
+                // freed once, by the `HostBuffer` owning it.
+                unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+            }
         }
     }
 }

@@ -18,7 +18,10 @@
 //! ([`BufferPool::keep_batches`]) raises it to that many of the largest batch it has seen
 //! ([`BufferPool::note_batch`]). A fixed limit below the circulating bytes frees a buffer every
 //! time the consumer drops a batch and allocates (and faults in) a fresh one for the next: with
-//! 16 MiB batches of 64 KiB blobs that churn was a third of the loader's CPU time.
+//! 16 MiB batches of 64 KiB blobs (8 in circulation against a 64 MiB limit) that churn cost
+//! 14% of the loader's CPU and 20% of its throughput. Once the pool recycles, how fresh memory
+//! is obtained hardly matters: mapping large buffers directly (no `calloc` memset) and asking
+//! for transparent huge pages were both tried and measured no faster side by side.
 
 use std::collections::BTreeMap;
 use std::fmt;

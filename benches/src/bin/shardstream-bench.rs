@@ -67,6 +67,12 @@ struct ReadArgs {
     columns: Vec<String>,
     #[arg(long)]
     prefetch_bytes: Option<u64>,
+    /// GETs in flight at most (default: the loader's).
+    #[arg(long)]
+    io_concurrency: Option<usize>,
+    /// Reads longer than this go out as several concurrent ranged GETs (default: the loader's).
+    #[arg(long)]
+    range_split_bytes: Option<u64>,
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
     storage_options: Vec<(String, String)>,
     #[arg(long, default_value_t = 0)]
@@ -310,6 +316,12 @@ fn read(a: ReadArgs) -> Result<()> {
     if let Some(p) = a.prefetch_bytes {
         config = config.with_prefetch_bytes(p);
     }
+    if let Some(n) = a.io_concurrency {
+        config = config.with_io_concurrency(n);
+    }
+    if let Some(b) = a.range_split_bytes {
+        config = config.with_range_split_bytes(b);
+    }
     config.plain_fast_path = !a.no_fast_path;
     if let Some(n) = a.collate_threads {
         config = config.with_collate_threads(n);
@@ -324,6 +336,8 @@ fn read(a: ReadArgs) -> Result<()> {
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let config_collate_threads = config.collate_threads;
+    let config_io_concurrency = config.io_concurrency;
+    let config_range_split_bytes = config.range_split_bytes;
     let mut loader = Loader::new(config)?;
     let mut ttfb = None;
     let mut first_batch_fetched = 0;
@@ -356,6 +370,8 @@ fn read(a: ReadArgs) -> Result<()> {
         "fast_path": !a.no_fast_path,
         "binary_mode": a.binary_mode.to_possible_value().map(|v| v.get_name().to_string()),
         "collate_threads": config_collate_threads,
+        "io_concurrency": config_io_concurrency,
+        "range_split_bytes": config_range_split_bytes,
         "step_us": a.step_us,
         "first_batch_fetched_mb": mb(first_batch_fetched),
         "batches": batches,
