@@ -222,6 +222,19 @@ impl EpochPlan {
                 });
             }
         }
+        // A state can only count samples up to the end of its epoch, the last batch padded.
+        let total = counts.iter().fold(0u64, |a, &n| a.saturating_add(n));
+        let gb = state.global_batch_size.max(1);
+        let padded_end = total.div_ceil(gb).saturating_mul(gb);
+        if state.samples_consumed > padded_end {
+            return Err(PlanError::InvalidState {
+                reason: format!(
+                    "samples_consumed is {} but the epoch has {total} samples ({padded_end} with \
+                     its last batch of {gb} padded)",
+                    state.samples_consumed
+                ),
+            });
+        }
         EpochPlan::build(streams, options, state.epoch, state.samples_consumed)
     }
 }

@@ -777,6 +777,22 @@ fn resume_refuses_mismatched_state() {
         resume(streams(), o, &state),
         PlanError::MixChanged { .. }
     ));
+    // Past the padded end of the epoch is not a state any run wrote; the end itself is.
+    let end = plan.state_after(plan.num_batches()).unwrap();
+    assert_eq!(
+        EpochPlan::resume(streams(), opts.clone(), &end)
+            .unwrap()
+            .num_batches(),
+        0
+    );
+    let mut beyond = end.clone();
+    beyond.samples_consumed += 1;
+    match resume(streams(), opts.clone(), &beyond) {
+        PlanError::InvalidState { reason } => {
+            assert!(reason.contains("samples_consumed"), "{reason}")
+        }
+        other => panic!("{other}"),
+    }
     // The matching resume works, with the state's epoch.
     let resumed = EpochPlan::resume(streams(), opts, &state).unwrap();
     assert_eq!(resumed.epoch(), 2);
