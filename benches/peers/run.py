@@ -57,6 +57,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--shard-mb", type=float, default=64, help="payload per shard / chunk, MiB")
     ap.add_argument("--row-group-mb", type=float, default=8, help="Parquet row group size, MiB")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--nginx-workers", default="auto", help="worker_processes of the S3 sources' nginx (default auto: one per core)"
+    )
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 300, --quick 120)")
     ap.add_argument("--work-dir", type=Path, default=REPO / "target" / "bench-peers", help="datasets and manifests")
     ap.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release", help="shard-index and s3-test-server")
@@ -302,7 +305,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     rows: List[Dict[str, Any]] = []
     s3_names = [s for s in a.sources if s != "local"]
-    s3 = servers.start_s3_sources(a.bin_dir / "s3-test-server", root, BUCKET, s3_names) if s3_names else None
+    s3 = (
+        servers.start_s3_sources(a.bin_dir / "s3-test-server", root, BUCKET, s3_names, a.nginx_workers)
+        if s3_names
+        else None
+    )
     try:
         sources: Dict[str, servers.Source] = {"local": servers.local_source()}
         if s3:
