@@ -122,6 +122,16 @@ def markdown(rows: List[Row], meta: Dict[str, Any]) -> str:
         "read through read() by the process tree ÷ payload bytes; ᵐ the loader memory-maps local files "
         "and no per-process counter sees those reads.",
     ]
+    repeated = [r for r in rows if r["loader"] == "shardstream" and r.get("runs")]
+    if repeated:
+        notes.append(
+            f"shardstream: the median of {len(repeated[0]['runs'])} runs per row (peers: the best of their "
+            "`num_workers`); MB/s of every run: "
+            + "; ".join(
+                f"{r['kind']} {r['source']}: " + " / ".join(_f(x.get("mb_per_s"), ",.0f") for x in r["runs"]) for r in repeated
+            )
+            + "."
+        )
     return "\n".join(lines + notes) + "\n"
 
 
