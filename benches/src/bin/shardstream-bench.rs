@@ -67,10 +67,11 @@ struct ReadArgs {
     columns: Vec<String>,
     #[arg(long)]
     prefetch_bytes: Option<u64>,
-    /// GETs in flight at most (default: the loader's).
+    /// Units fetched at once; GETs in flight are capped at twice this (default: the loader's).
     #[arg(long)]
     io_concurrency: Option<usize>,
-    /// Reads longer than this go out as several concurrent ranged GETs (default: the loader's).
+    /// Reads at least twice this long go out as several concurrent ranged GETs of at least this
+    /// size (default: the loader's).
     #[arg(long)]
     range_split_bytes: Option<u64>,
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]

@@ -34,7 +34,7 @@
 //! 8–16 MiB (each retried and hedged on its own, all under the same limiter), and their bodies
 //! are joined — in the one copy that collecting a multi-chunk body makes anyway. Shorter reads
 //! stay whole: a request's fixed cost (tens of milliseconds on S3, per-request work in the
-//! server and here) buys nothing when the unit is fetched alongside 31 others anyway. Cutting an
+//! server and here) buys nothing when the unit is fetched alongside dozens of others anyway. Cutting an
 //! 8 MiB row group into three 2.8 MB GETs, as a 4 MiB upper bound on pieces did, and fetching
 //! 16 units at once instead of 32, moved 10–15% less (loopback nginx with two workers,
 //! `shardstream-bench read --no-cache`, 3–5 interleaved runs, medians, MB/s old → new): s3
