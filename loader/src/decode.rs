@@ -3,7 +3,9 @@
 //!
 //! - [`parquet`]: a row group decoded from its fetched byte ranges with the shard's footer
 //!   metadata, projected to the requested columns (only their column chunks are fetched);
-//!   numbers and lists of numbers stored PLAIN take [`plain`]'s fast path.
+//!   numbers, lists of numbers and byte strings stored PLAIN take [`plain`]'s fast path, which
+//!   reads uncompressed pages in place from the fetched chunks ([`pieces`], [`rope`],
+//!   [`page_header`]).
 //! - [`tar`]: WebDataset tar (plain, zstd or gzip) → `__key__` (Utf8) plus one Binary column per
 //!   field, null where a sample lacks the field.
 //! - [`jsonl`]: JSON lines (plain, zstd or gzip) → Arrow with the manifest's schema, projected.
@@ -15,8 +17,11 @@
 //! is still caught.
 
 pub mod jsonl;
+pub mod page_header;
 pub mod parquet;
+pub mod pieces;
 pub mod plain;
+pub mod rope;
 pub mod tar;
 
 use std::io::Read;

@@ -209,14 +209,22 @@ impl Ctx {
                         .ok_or_else(|| decode::error(&obj.url, format!("no row group {rg}")))?;
                     let footer = self.footer(key, &obj).await?;
                     let ranges = footer.ranges(rg);
+                    // Each range as the chunks it arrived in, at their file offsets.
                     let reads = ranges
                         .iter()
-                        .map(|r| self.fetcher.read(&obj, Some(r.clone())));
-                    let parts: Vec<(u64, bytes::Bytes)> = ranges
+                        .map(|r| self.fetcher.read_parts(&obj, Some(r.clone())));
+                    let mut parts: Vec<(u64, bytes::Bytes)> = Vec::new();
+                    for (r, chunks) in ranges
                         .iter()
-                        .map(|r| r.start)
                         .zip(futures::future::try_join_all(reads).await?)
-                        .collect();
+                    {
+                        let mut at = r.start;
+                        for c in chunks {
+                            let len = c.len() as u64;
+                            parts.push((at, c));
+                            at += len;
+                        }
+                    }
                     let stored = parts.iter().map(|(_, b)| b.len() as u64).sum();
                     let (url, size) = (obj.url.clone(), obj.size);
                     let job = move || {

@@ -82,11 +82,17 @@ fn write_batch(batch: RecordBatch, v2: bool, zstd: bool, rows_per_group: usize) 
     Bytes::from(out)
 }
 
-fn decode_all(file: &Bytes, fast: bool) -> (Vec<DecodedUnit>, usize) {
-    decode_columns(file, fast, &["tokens", "id", "score"])
+fn decode_all(file: &Bytes, fast: bool, cut: usize) -> (Vec<DecodedUnit>, usize) {
+    decode_cut(file, fast, &["tokens", "id", "score"], cut)
 }
 
 fn decode_columns(file: &Bytes, fast: bool, columns: &[&str]) -> (Vec<DecodedUnit>, usize) {
+    decode_cut(file, fast, columns, 0)
+}
+
+/// Decodes every row group from its fetched ranges, each cut into chunks of `cut` bytes (as an
+/// HTTP body arrives; 0: each range whole).
+fn decode_cut(file: &Bytes, fast: bool, columns: &[&str], cut: usize) -> (Vec<DecodedUnit>, usize) {
     let size = file.len() as u64;
     let Tail::Complete(meta) = parse_tail(file, size, "t.parquet").unwrap() else {
         panic!("whole file given")
@@ -95,10 +101,16 @@ fn decode_columns(file: &Bytes, fast: bool, columns: &[&str]) -> (Vec<DecodedUni
     let footer = ShardFooter::new(*meta, &columns, fast, "t.parquet").unwrap();
     let units = (0..footer.num_row_groups())
         .map(|rg| {
+            let step = if cut == 0 { usize::MAX } else { cut };
             let parts = footer
                 .ranges(rg)
                 .iter()
-                .map(|r| (r.start, file.slice(r.start as usize..r.end as usize)))
+                .flat_map(|r| {
+                    (r.start as usize..r.end as usize)
+                        .step_by(step)
+                        .map(move |at| (at, (at.saturating_add(step)).min(r.end as usize)))
+                })
+                .map(|(at, end)| (at as u64, file.slice(at..end)))
                 .collect();
             let rows = footer.row_group_rows(rg);
             decode_row_group(&footer, rg, parts, size, "t.parquet", rows).unwrap()
@@ -203,10 +215,12 @@ proptest! {
         zstd in any::<bool>(),
         rows_per_group in 7usize..300,
         seed in any::<u64>(),
+        cut in prop_oneof![Just(0usize), 1usize..64, 64usize..5000],
     ) {
         let file = write(&rows, v2, zstd, rows_per_group);
-        let (fast, fast_cols) = decode_all(&file, true);
-        let (slow, slow_cols) = decode_all(&file, false);
+        // The fast path reads chunks as they arrived, the Arrow reader gets whole ranges.
+        let (fast, fast_cols) = decode_all(&file, true, cut);
+        let (slow, slow_cols) = decode_all(&file, false, 0);
         prop_assert_eq!(fast_cols, 3, "tokens, id and score all qualify");
         prop_assert_eq!(slow_cols, 0);
         prop_assert!(fast.iter().all(|u| u.columns.iter().all(|c| matches!(c, UnitColumn::Plain(_)))));
@@ -296,11 +310,15 @@ proptest! {
         zstd in any::<bool>(),
         rows_per_group in 5usize..200,
         seed in any::<u64>(),
+        cut in prop_oneof![Just(0usize), 1usize..64, 64usize..5000],
     ) {
         let columns = ["blob", "text", "large", "code"];
         let file = write_bytes(&rows, v2, zstd, rows_per_group);
-        let (fast, fast_cols) = decode_columns(&file, true, &columns);
-        let (slow, slow_cols) = decode_columns(&file, false, &columns);
+        // The fast path reads chunks as they arrived; the Arrow reader reads them too (through
+        // its ChunkReader, copying what straddles), and is checked against whole ranges below.
+        let (fast, fast_cols) = decode_cut(&file, true, &columns, cut);
+        let (slow, slow_cols) = decode_cut(&file, false, &columns, cut);
+        let (whole, _) = decode_columns(&file, false, &columns);
         prop_assert_eq!(fast_cols, 4, "all four qualify");
         prop_assert_eq!(slow_cols, 0);
         prop_assert!(fast.iter().all(|u| u.columns.iter().all(|c| matches!(c, UnitColumn::Plain(_)))));
@@ -309,6 +327,7 @@ proptest! {
         let schema = bytes_schema();
         let a: Vec<&DecodedUnit> = fast.iter().collect();
         let b: Vec<&DecodedUnit> = slow.iter().collect();
+        let w: Vec<&DecodedUnit> = whole.iter().collect();
         for binary in [BinaryMode::Bytes, BinaryMode::Padded, BinaryMode::Ragged] {
             let mode = ColumnMode { list: ListMode::Padded, binary };
             let c = Collator::new(&schema, |_| mode, pageable_pool());
@@ -316,6 +335,7 @@ proptest! {
                 let x = c.collate(&a, chunk).unwrap();
                 let y = c.collate(&b, chunk).unwrap();
                 prop_assert_eq!(bytes_of(&x), bytes_of(&y), "{:?}", binary);
+                prop_assert_eq!(bytes_of(&c.collate(&w, chunk).unwrap()), bytes_of(&y));
                 // A batch mixing fast-path and Arrow units gives the same too.
                 let mixed: Vec<&DecodedUnit> = fast
                     .iter()

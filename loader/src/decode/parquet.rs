@@ -4,10 +4,10 @@
 //! part when the metadata is larger) and decoded into a [`ShardFooter`], which knows the
 //! projection: which root columns the loader wants, in which order, and the byte ranges of their
 //! column chunks in each row group. Only those ranges are fetched (adjacent ones coalesced when
-//! the gap is under [`COALESCE_GAP`]); [`decode_row_group`] then runs parquet's synchronous
-//! reader over a [`ChunkReader`] that maps file offsets to the fetched pieces — no copy of the
-//! column chunks, and a request outside them is an error rather than a silent read of the wrong
-//! bytes.
+//! the gap is under [`COALESCE_GAP`]); [`decode_row_group`] then decodes them from
+//! [`Pieces`], which maps file offsets to the fetched chunks: parquet's synchronous reader
+//! through its `ChunkReader`, the PLAIN fast path in place. A request outside them is an error
+//! rather than a silent read of the wrong bytes.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,15 +15,14 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Schema, SchemaRef};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::reader::{ChunkReader, Length};
 
+use super::pieces::Pieces;
 use super::plain::{self, Declined, PlainLeaf};
 use super::{check_rows, error, DecodedUnit, UnitColumn};
 use crate::{Error, Result};
@@ -195,55 +194,8 @@ pub fn coalesce(ranges: &mut Vec<Range<u64>>, gap: u64) {
     *ranges = out;
 }
 
-/// The fetched pieces of one file, addressed by file offset (cheap to clone).
-#[derive(Clone)]
-struct Pieces {
-    file_size: u64,
-    parts: Arc<[(u64, Bytes)]>,
-}
-
-impl Pieces {
-    fn slice(&self, start: u64, len: Option<usize>) -> parquet::errors::Result<Bytes> {
-        for (offset, bytes) in self.parts.iter() {
-            let end = offset + bytes.len() as u64;
-            if start >= *offset && start < end.max(offset + 1) {
-                let from = (start - offset) as usize;
-                let to = match len {
-                    Some(l) => from + l,
-                    None => bytes.len(),
-                };
-                if to <= bytes.len() {
-                    return Ok(bytes.slice(from..to));
-                }
-            }
-        }
-        Err(ParquetError::General(format!(
-            "bytes {start}..{} were not fetched",
-            len.map_or("end".to_string(), |l| (start + l as u64).to_string())
-        )))
-    }
-}
-
-impl Length for Pieces {
-    fn len(&self) -> u64 {
-        self.file_size
-    }
-}
-
-impl ChunkReader for Pieces {
-    type T = bytes::buf::Reader<Bytes>;
-
-    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        Ok(self.slice(start, None)?.reader())
-    }
-
-    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        self.slice(start, Some(length))
-    }
-}
-
-/// Decodes row group `rg` of a shard from `parts` (file offset, bytes), which must cover
-/// [`ShardFooter::ranges`], into the footer's output columns: the fast-path ones by [`plain`],
+/// Decodes row group `rg` of a shard from `parts` (file offset, bytes; a range may come as
+/// many consecutive parts), which must cover [`ShardFooter::ranges`], into the footer's output columns: the fast-path ones by [`plain`],
 /// the others (and fast-path chunks that turn out not to qualify) by the Arrow reader.
 pub fn decode_row_group(
     footer: &ShardFooter,
@@ -265,10 +217,7 @@ pub fn decode_row_group(
     }
     check_rows(url, footer.row_group_rows(rg) as usize, expected_rows)?;
     let stored_bytes = parts.iter().map(|(_, b)| b.len() as u64).sum();
-    let pieces = Pieces {
-        file_size,
-        parts: parts.into(),
-    };
+    let pieces = Pieces::new(file_size, parts);
     let rows = usize::try_from(expected_rows).unwrap_or(usize::MAX);
     let meta = footer.reader_meta.metadata().row_group(rg);
     let mut columns: Vec<Option<UnitColumn>> = Vec::with_capacity(footer.roots.len());
@@ -278,7 +227,7 @@ pub fn decode_row_group(
             None => None,
             Some(leaf) => {
                 let chunk = meta.column(leaf.leaf);
-                match plain::decode_column(leaf, chunk, Arc::new(pieces.clone()), rows) {
+                match plain::decode_column(leaf, chunk, &pieces, rows) {
                     Ok(col) => Some(UnitColumn::Plain(col)),
                     Err(Declined::Fallback) => None,
                     Err(Declined::Corrupt(why)) => {

@@ -30,13 +30,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use bytes::Bytes;
-use parquet::basic::{Encoding, Type as PhysicalType};
+use parquet::basic::{Compression, Encoding, Type as PhysicalType};
 use parquet::column::page::{Page, PageReader};
 use parquet::file::metadata::ColumnChunkMetaData;
-use parquet::file::reader::ChunkReader;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnDescriptor;
 
+use super::page_header::{self, PageKind, PLAIN, RLE};
+use super::pieces::Pieces;
+use super::rope::Rope;
 use crate::collate::DType;
 
 /// How a qualifying column's levels map to rows.
@@ -256,18 +258,22 @@ impl From<parquet::errors::ParquetError> for Declined {
     }
 }
 
-/// Decodes one column chunk of `rows` rows by the fast path.
-pub fn decode_column<R: ChunkReader + 'static>(
+/// Decodes one column chunk of `rows` rows by the fast path, from the fetched `pieces`.
+///
+/// An uncompressed chunk is read in place: each page header is parsed where it lies
+/// ([`page_header`]) and the page's bytes stay the fetched chunks that hold them ([`Rope`]);
+/// only what straddles two chunks (a header, a length prefix, one value or element) is copied.
+/// A compressed chunk goes through parquet's page reader, which decompresses each page into a
+/// buffer of its own.
+pub fn decode_column(
     leaf: &PlainLeaf,
     chunk: &ColumnChunkMetaData,
-    reader: Arc<R>,
+    pieces: &Pieces,
     rows: usize,
 ) -> Result<PlainColumn, Declined> {
     if chunk.dictionary_page_offset().is_some() {
         return Err(Declined::Fallback);
     }
-    let mut pages = SerializedPageReader::new(reader, chunk, rows, None)?;
-    let mut levels = LevelScratch::default();
     let mut col = PlainColumn {
         width: match leaf.values {
             Values::Fixed { width } => width,
@@ -278,84 +284,78 @@ pub fn decode_column<R: ChunkReader + 'static>(
         offsets: matches!(leaf.shape, Shape::List { .. }).then(|| Vec::with_capacity(rows + 1)),
         values: matches!(leaf.values, Values::Prefixed { .. }).then(|| Vec::with_capacity(rows)),
     };
-    while let Some(page) = pages.get_next_page()? {
-        let (buf, num_values, encoding, rep, def) = match page {
-            Page::DataPage {
-                buf,
-                num_values,
-                encoding,
-                def_level_encoding,
-                rep_level_encoding,
-                ..
-            } => {
-                let uses_rle = |e: Encoding, max: i16| max == 0 || e == Encoding::RLE;
-                if !uses_rle(rep_level_encoding, max_rep(leaf))
-                    || !uses_rle(def_level_encoding, max_def(leaf))
-                {
-                    return Err(Declined::Fallback);
+    let mut levels = LevelScratch::default();
+    let overrun = || Declined::Corrupt("page levels overrun the page".into());
+    if chunk.compression() == Compression::UNCOMPRESSED {
+        let (start, len) = chunk.byte_range();
+        let mut rest = pieces.rope(start, start + len).map_err(Declined::Corrupt)?;
+        while !rest.is_empty() {
+            let h = page_header::read(&mut rest).map_err(Declined::Corrupt)?;
+            let mut data = rest
+                .split_to(h.compressed_size)
+                .ok_or_else(|| Declined::Corrupt("a page overruns its column chunk".into()))?;
+            let page = match h.kind {
+                PageKind::Index => continue,
+                PageKind::Dictionary => return Err(Declined::Fallback),
+                PageKind::Data => {
+                    let rle = (h.rep_level_encoding == RLE, h.def_level_encoding == RLE);
+                    v1_page(leaf, h.num_values, h.encoding == PLAIN, rle, data)?
                 }
-                let mut at = 0;
-                let rep = take_v1_levels(&buf, &mut at, max_rep(leaf))?;
-                let def = take_v1_levels(&buf, &mut at, max_def(leaf))?;
-                (buf.slice(at..), num_values, encoding, rep, def)
-            }
-            Page::DataPageV2 {
-                buf,
-                num_values,
-                encoding,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                ..
-            } => {
-                let (r, d) = (rep_levels_byte_len as usize, def_levels_byte_len as usize);
-                if r + d > buf.len() {
-                    return Err(Declined::Corrupt("page levels overrun the page".into()));
+                PageKind::DataV2 => RawPage {
+                    num_values: h.num_values,
+                    plain: h.encoding == PLAIN,
+                    rep: data.take(h.rep_levels_len).ok_or_else(overrun)?,
+                    def: data.take(h.def_levels_len).ok_or_else(overrun)?,
+                    values: data,
+                },
+            };
+            col.push_page(leaf, &mut levels, page)?;
+        }
+    } else {
+        let reader = Arc::new(pieces.clone());
+        let mut pages = SerializedPageReader::new(reader, chunk, rows, None)?;
+        while let Some(page) = pages.get_next_page()? {
+            let page = match page {
+                Page::DataPage {
+                    buf,
+                    num_values,
+                    encoding,
+                    def_level_encoding,
+                    rep_level_encoding,
+                    ..
+                } => {
+                    let rle = (
+                        rep_level_encoding == Encoding::RLE,
+                        def_level_encoding == Encoding::RLE,
+                    );
+                    let plain = encoding == Encoding::PLAIN;
+                    v1_page(leaf, num_values as usize, plain, rle, Rope::new([buf]))?
                 }
-                let (rep, def) = (buf.slice(..r), buf.slice(r..r + d));
-                (buf.slice(r + d..), num_values, encoding, rep, def)
-            }
-            Page::DictionaryPage { .. } => return Err(Declined::Fallback),
-        };
-        if encoding != Encoding::PLAIN {
-            return Err(Declined::Fallback);
-        }
-        let n = num_values as usize;
-        let elements = match leaf.shape {
-            Shape::Scalar { max_def: 0 } => n,
-            Shape::Scalar { max_def } => {
-                levels.decode(&def, max_def, n, "definition")?;
-                if levels.def.iter().any(|&(v, _)| v != max_def) {
-                    return Err(Declined::Fallback);
+                Page::DataPageV2 {
+                    buf,
+                    num_values,
+                    encoding,
+                    def_levels_byte_len,
+                    rep_levels_byte_len,
+                    ..
+                } => {
+                    let mut data = Rope::new([buf]);
+                    RawPage {
+                        num_values: num_values as usize,
+                        plain: encoding == Encoding::PLAIN,
+                        rep: data
+                            .take(rep_levels_byte_len as usize)
+                            .ok_or_else(overrun)?,
+                        def: data
+                            .take(def_levels_byte_len as usize)
+                            .ok_or_else(overrun)?,
+                        values: data,
+                    }
                 }
-                n
-            }
-            Shape::List {
-                max_def,
-                element_def,
-            } => {
-                levels.decode_both(&rep, &def, max_def, n)?;
-                let offsets = col.offsets.as_mut().expect("lists have offsets");
-                let before = col.segment_starts.last().copied().unwrap_or(0);
-                levels.rows(offsets, before, element_def, max_def)?
-            }
-        };
-        if let Values::Prefixed { utf8 } = leaf.values {
-            let ranges = col.values.as_mut().expect("byte arrays have ranges");
-            let used = walk_prefixed(&buf, elements, utf8, col.segments.len(), ranges)?;
-            col.segments.push(buf.slice(..used));
-            col.segment_starts.push(ranges.len());
-            continue;
+                Page::DictionaryPage { .. } => return Err(Declined::Fallback),
+            };
+            col.push_page(leaf, &mut levels, page)?;
         }
-        let bytes = elements * col.width;
-        if buf.len() < bytes {
-            return Err(Declined::Corrupt(format!(
-                "a page promises {elements} values but holds {} bytes",
-                buf.len()
-            )));
-        }
-        let total = col.num_elements() + elements;
-        col.segments.push(buf.slice(..bytes));
-        col.segment_starts.push(total);
     }
     if let Some(o) = col.offsets.as_mut() {
         o.push(col.segment_starts.last().copied().unwrap_or(0));
@@ -369,49 +369,168 @@ pub fn decode_column<R: ChunkReader + 'static>(
     Ok(col)
 }
 
-/// Walks the `n` length-prefixed values at the start of a BYTE_ARRAY page's value bytes,
-/// appending where each lies (in segment `segment`) to `ranges`; returns the bytes they take.
-fn walk_prefixed(
-    buf: &[u8],
-    n: usize,
-    utf8: bool,
-    segment: usize,
-    ranges: &mut Vec<ValueRange>,
-) -> Result<usize, Declined> {
-    let segment = u32::try_from(segment)
-        .map_err(|_| Declined::Corrupt("more than 2^32 pages in one column chunk".into()))?;
-    // Page sizes are i32 in the format, so offsets within one fit u32; a larger buffer is
-    // not a page this reader produced.
-    if u32::try_from(buf.len()).is_err() {
-        return Err(Declined::Corrupt("a page of 4 GiB or more".into()));
+/// A data page split into its levels and its value bytes.
+struct RawPage {
+    num_values: usize,
+    /// Whether the values are PLAIN.
+    plain: bool,
+    rep: Bytes,
+    def: Bytes,
+    values: Rope,
+}
+
+/// Splits a V1 data page (levels behind 4-byte lengths, then values); declines levels that are
+/// not RLE (`rle`: repetition, definition), which only matters where a column has them.
+fn v1_page(
+    leaf: &PlainLeaf,
+    num_values: usize,
+    plain: bool,
+    rle: (bool, bool),
+    mut data: Rope,
+) -> Result<RawPage, Declined> {
+    let uses_rle = |rle: bool, max: i16| max == 0 || rle;
+    if !uses_rle(rle.0, max_rep(leaf)) || !uses_rle(rle.1, max_def(leaf)) {
+        return Err(Declined::Fallback);
     }
-    let short = |i: usize| {
-        Declined::Corrupt(format!(
-            "a page promises {n} values but value {i} overruns its {} bytes",
-            buf.len()
-        ))
-    };
-    ranges.reserve(n);
-    let mut at = 0usize;
-    for i in 0..n {
-        let prefix = buf.get(at..at + 4).ok_or_else(|| short(i))?;
-        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
-        let start = at + 4;
-        let end = start
-            .checked_add(len)
-            .filter(|&e| e <= buf.len())
-            .ok_or_else(|| short(i))?;
-        if utf8 && std::str::from_utf8(&buf[start..end]).is_err() {
+    let rep = take_v1_levels(&mut data, max_rep(leaf))?;
+    let def = take_v1_levels(&mut data, max_def(leaf))?;
+    Ok(RawPage {
+        num_values,
+        plain,
+        rep,
+        def,
+        values: data,
+    })
+}
+
+impl PlainColumn {
+    /// Adds one data page: its rows (from the levels) and where its values lie.
+    fn push_page(
+        &mut self,
+        leaf: &PlainLeaf,
+        levels: &mut LevelScratch,
+        page: RawPage,
+    ) -> Result<(), Declined> {
+        if !page.plain {
             return Err(Declined::Fallback);
         }
-        ranges.push(ValueRange {
-            segment,
-            start: start as u32,
-            len: len as u32,
-        });
-        at = end;
+        let n = page.num_values;
+        let elements = match leaf.shape {
+            Shape::Scalar { max_def: 0 } => n,
+            Shape::Scalar { max_def } => {
+                levels.decode(&page.def, max_def, n, "definition")?;
+                if levels.def.iter().any(|&(v, _)| v != max_def) {
+                    return Err(Declined::Fallback);
+                }
+                n
+            }
+            Shape::List {
+                max_def,
+                element_def,
+            } => {
+                levels.decode_both(&page.rep, &page.def, max_def, n)?;
+                let offsets = self.offsets.as_mut().expect("lists have offsets");
+                let before = self.segment_starts.last().copied().unwrap_or(0);
+                levels.rows(offsets, before, element_def, max_def)?
+            }
+        };
+        let mut values = page.values;
+        match leaf.values {
+            Values::Prefixed { utf8 } => self.push_prefixed(&mut values, elements, utf8),
+            Values::Fixed { width } => self.push_fixed(&mut values, elements, width),
+        }
     }
-    Ok(at)
+
+    /// Fixed-width values: runs of whole elements within one chunk as segments (zero-copy), an
+    /// element cut by a chunk boundary as a segment of its own (copied).
+    fn push_fixed(&mut self, values: &mut Rope, n: usize, width: usize) -> Result<(), Declined> {
+        if values.len() < n * width {
+            return Err(Declined::Corrupt(format!(
+                "a page promises {n} values but holds {} bytes",
+                values.len()
+            )));
+        }
+        let mut left = n;
+        while left > 0 {
+            let (bytes, k) = match values.take_whole(width, left) {
+                Some(run) => run,
+                None => (values.take(width).expect("length checked"), 1),
+            };
+            let total = self.num_elements() + k;
+            self.segments.push(bytes);
+            self.segment_starts.push(total);
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// `n` BYTE_ARRAY values, each behind its 4-byte little-endian length: a value inside one
+    /// chunk is addressed in it (the chunk becomes a segment once), one cut by a chunk boundary
+    /// is copied into a segment of its own. A value never straddles pages.
+    fn push_prefixed(&mut self, values: &mut Rope, n: usize, utf8: bool) -> Result<(), Declined> {
+        let page_bytes = values.len();
+        let short = |i: usize| {
+            Declined::Corrupt(format!(
+                "a page promises {n} values but value {i} overruns its {page_bytes} bytes"
+            ))
+        };
+        let ranges = self.values.as_mut().expect("byte arrays have ranges");
+        ranges.reserve(n);
+        // The chunk last made a segment: (its number in the rope, its segment).
+        let mut current: Option<(u64, u32)> = None;
+        for i in 0..n {
+            let prefix = values.take(4).ok_or_else(|| short(i))?;
+            let len = u32::from_le_bytes(prefix[..].try_into().expect("4 bytes"));
+            let size = len as usize;
+            if size > values.len() {
+                return Err(short(i));
+            }
+            let (segment, start, in_place) = match values.front_chunk() {
+                Some((id, chunk, head)) if chunk.len() - head >= size => {
+                    let segment = match current {
+                        Some((seen, segment)) if seen == id => segment,
+                        _ => {
+                            // Page sizes are i32 in the format, so offsets within the slice of
+                            // a chunk that a page holds fit u32.
+                            if u32::try_from(chunk.len()).is_err() {
+                                return Err(Declined::Corrupt("a page of 4 GiB or more".into()));
+                            }
+                            let segment = segment_index(self.segments.len())?;
+                            self.segments.push(chunk.clone());
+                            current = Some((id, segment));
+                            segment
+                        }
+                    };
+                    (segment, head as u32, true)
+                }
+                _ => {
+                    let segment = segment_index(self.segments.len())?;
+                    let copied = values.take(size).expect("length checked");
+                    self.segments.push(copied);
+                    (segment, 0, false)
+                }
+            };
+            let bytes = &self.segments[segment as usize][start as usize..start as usize + size];
+            if utf8 && std::str::from_utf8(bytes).is_err() {
+                return Err(Declined::Fallback);
+            }
+            if in_place {
+                values.advance(size);
+            }
+            ranges.push(ValueRange {
+                segment,
+                start,
+                len,
+            });
+        }
+        self.segment_starts.push(ranges.len());
+        Ok(())
+    }
+}
+
+fn segment_index(len: usize) -> Result<u32, Declined> {
+    u32::try_from(len)
+        .map_err(|_| Declined::Corrupt("more than 2^32 pages in one column chunk".into()))
 }
 
 fn max_rep(leaf: &PlainLeaf) -> i16 {
@@ -428,19 +547,14 @@ fn max_def(leaf: &PlainLeaf) -> i16 {
 }
 
 /// The levels of a V1 page: a 4-byte length, then RLE/bit-packed data (none when `max` is 0).
-fn take_v1_levels(buf: &Bytes, at: &mut usize, max: i16) -> Result<Bytes, Declined> {
+fn take_v1_levels(data: &mut Rope, max: i16) -> Result<Bytes, Declined> {
     if max == 0 {
         return Ok(Bytes::new());
     }
     let short = || Declined::Corrupt("page levels overrun the page".into());
-    let len_bytes = buf.get(*at..*at + 4).ok_or_else(short)?;
-    let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
-    let start = *at + 4;
-    if start + len > buf.len() {
-        return Err(short());
-    }
-    *at = start + len;
-    Ok(buf.slice(start..start + len))
+    let len_bytes = data.take(4).ok_or_else(short)?;
+    let len = u32::from_le_bytes(len_bytes[..].try_into().expect("4 bytes")) as usize;
+    data.take(len).ok_or_else(short)
 }
 
 /// Levels of one page as runs `(level, count)`, reused from page to page.
@@ -701,44 +815,87 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn byte_array_values_are_found_behind_their_prefixes() {
-        let page = prefixed(&[b"ab", b"", b"xyz"]);
-        let mut ranges = Vec::new();
-        let used = walk_prefixed(&page, 3, true, 0, &mut ranges).unwrap();
-        assert_eq!(used, page.len());
-        let page2 = [prefixed(&[b"q"]), vec![0xAA; 3]].concat(); // trailing bytes are ignored
-        assert_eq!(walk_prefixed(&page2, 1, false, 1, &mut ranges).unwrap(), 5);
-        let col = PlainColumn {
+    /// An empty byte-array column, as [`decode_column`] starts one.
+    fn byte_column() -> PlainColumn {
+        PlainColumn {
             width: 1,
-            segments: vec![Bytes::from(page), Bytes::from(page2)],
-            segment_starts: vec![0, 3, 4],
+            segments: Vec::new(),
+            segment_starts: vec![0],
             offsets: None,
-            values: Some(ranges),
-        };
-        assert!(col.is_byte_array() && !col.is_list());
-        assert_eq!(col.num_rows(), 4);
-        let rows: Vec<&[u8]> = (0..4).map(|r| col.value(r)).collect();
-        assert_eq!(rows, [&b"ab"[..], b"", b"xyz", b"q"]);
+            values: Some(Vec::new()),
+        }
+    }
+
+    /// `bytes` as a rope cut every `cut` bytes.
+    fn cut(bytes: &[u8], cut: usize) -> Rope {
+        Rope::new(bytes.chunks(cut.max(1)).map(Bytes::copy_from_slice))
+    }
+
+    #[test]
+    fn byte_array_values_are_found_behind_their_prefixes_whatever_the_chunks() {
+        let page = prefixed(&[b"ab", b"", b"xyz"]);
+        // trailing bytes are ignored
+        let page2 = [prefixed(&[b"q", b"0123456789"]), vec![0xAA; 3]].concat();
+        for chunk in [1, 2, 3, 5, 7, 100] {
+            let mut col = byte_column();
+            col.push_prefixed(&mut cut(&page, chunk), 3, true).unwrap();
+            let mut rest = cut(&page2, chunk);
+            col.push_prefixed(&mut rest, 2, false).unwrap();
+            assert_eq!(rest.len(), 3, "stops after its values");
+            assert!(col.is_byte_array() && !col.is_list());
+            assert_eq!(col.num_rows(), 5);
+            let rows: Vec<&[u8]> = (0..5).map(|r| col.value(r)).collect();
+            assert_eq!(
+                rows,
+                [&b"ab"[..], b"", b"xyz", b"q", b"0123456789"],
+                "cut {chunk}"
+            );
+        }
+        // In one chunk, values are addressed in it: one segment per page, no copies.
+        let mut col = byte_column();
+        col.push_prefixed(&mut cut(&page, 100), 3, true).unwrap();
+        assert_eq!(col.segments.len(), 1);
+    }
+
+    #[test]
+    fn elements_cut_by_chunk_boundaries_are_whole_in_their_segments() {
+        let values: Vec<u8> = (0u32..50).flat_map(u32::to_le_bytes).collect();
+        for chunk in [1, 3, 4, 6, 13, 200] {
+            let mut col = PlainColumn {
+                width: 4,
+                segments: Vec::new(),
+                segment_starts: vec![0],
+                offsets: None,
+                values: None,
+            };
+            col.push_fixed(&mut cut(&values, chunk), 50, 4).unwrap();
+            let mut out = vec![0u8; 200];
+            col.copy_to(0..50, &mut out);
+            assert_eq!(out, values, "cut {chunk}");
+            assert_eq!(col.value(17), &17u32.to_le_bytes());
+        }
     }
 
     #[test]
     fn byte_array_overruns_are_corrupt_and_bad_utf8_falls_back() {
         let page = prefixed(&[b"abc"]);
-        let mut ranges = Vec::new();
-        assert!(matches!(
-            walk_prefixed(&page[..6], 1, false, 0, &mut ranges),
-            Err(Declined::Corrupt(_))
-        ));
-        assert!(matches!(
-            walk_prefixed(&page, 2, false, 0, &mut ranges),
-            Err(Declined::Corrupt(_))
-        ));
-        let bad = prefixed(&[&[0xff, 0xfe]]);
-        assert!(matches!(
-            walk_prefixed(&bad, 1, true, 0, &mut ranges),
-            Err(Declined::Fallback)
-        ));
-        assert!(walk_prefixed(&bad, 1, false, 0, &mut ranges).is_ok());
+        for chunk in [1, 4, 100] {
+            assert!(matches!(
+                byte_column().push_prefixed(&mut cut(&page[..6], chunk), 1, false),
+                Err(Declined::Corrupt(_))
+            ));
+            assert!(matches!(
+                byte_column().push_prefixed(&mut cut(&page, chunk), 2, false),
+                Err(Declined::Corrupt(_))
+            ));
+            let bad = prefixed(&[&[0xff, 0xfe]]);
+            assert!(matches!(
+                byte_column().push_prefixed(&mut cut(&bad, chunk), 1, true),
+                Err(Declined::Fallback)
+            ));
+            assert!(byte_column()
+                .push_prefixed(&mut cut(&bad, chunk), 1, false)
+                .is_ok());
+        }
     }
 }

@@ -31,8 +31,8 @@
 //!
 //! One HTTP response is one TCP stream, and a single stream rarely fills the link, so a read at
 //! least twice `range_split_bytes` (8 MiB) long is sent as several ranged GETs at once, each of
-//! 8–16 MiB (each retried and hedged on its own, all under the same limiter), and their bodies
-//! are joined — in the one copy that collecting a multi-chunk body makes anyway. Shorter reads
+//! 8–16 MiB (each retried and hedged on its own, all under the same limiter), whose bodies'
+//! chunks follow each other in order. Shorter reads
 //! stay whole: a request's fixed cost (tens of milliseconds on S3, per-request work in the
 //! server and here) buys nothing when the unit is fetched alongside dozens of others anyway. Cutting an
 //! 8 MiB row group into three 2.8 MB GETs, as a 4 MiB upper bound on pieces did, and fetching
@@ -40,6 +40,10 @@
 //! `shardstream-bench read --no-cache`, 3–5 interleaved runs, medians, MB/s old → new): s3
 //! blobs 870 → 1,019, tokens 898 → 992; s3 with 30 ms per request blobs 792 → 890, tokens
 //! 854 → 948; CPU per GB equal or lower.
+//!
+//! [`Fetcher::read_parts`] hands those chunks over as they came (hyper's, ~400 KB each), which
+//! the Parquet decoder reads in place; [`Fetcher::read`] joins them into one buffer for the
+//! readers that need one (footers, tar and JSONL shards, the cache).
 //!
 //! Without a cache, objects under a `file://` root are memory-mapped instead of read: the page
 //! cache *is* the buffer, so a Parquet row group or a plain tar reaches the decoder without a
@@ -160,8 +164,20 @@ impl Fetcher {
         self.cache.as_ref()
     }
 
-    /// `range` of `obj` (`None`: all of it), exactly as long as asked.
+    /// `range` of `obj` (`None`: all of it), exactly as long as asked, in one buffer.
     pub async fn read(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
+        Ok(join(self.read_parts(obj, range).await?))
+    }
+
+    /// Like [`Fetcher::read`], but bytes from the store stay the chunks their bodies arrived in
+    /// (consecutive, in order), for readers that take them as they are (Parquet row groups:
+    /// see `decode::pieces`). Joining them would copy every byte once more into a freshly
+    /// faulted buffer. A cache entry or a mapped file is one part.
+    pub async fn read_parts(
+        &self,
+        obj: &ShardObject,
+        range: Option<Range<u64>>,
+    ) -> Result<Vec<Bytes>> {
         let expected = match &range {
             Some(r) if r.start > r.end || r.end > obj.size => {
                 return Err(Error::ShardChanged {
@@ -175,7 +191,7 @@ impl Fetcher {
             Some(r) => r.end - r.start,
             None => obj.size,
         };
-        let bytes = match &self.cache {
+        let parts = match &self.cache {
             Some(cache) => {
                 // Without an etag the modification time names the version, so a rebuilt
                 // manifest over a rewritten object never hits the old version's entry.
@@ -189,41 +205,39 @@ impl Fetcher {
                     size: obj.size,
                     range: range.clone(),
                 };
-                let entry = cache
-                    .get_or_fetch(&key, || self.read_store(obj, range.clone()))
-                    .await?;
+                let fetch = || async { Ok(join(self.read_store(obj, range.clone()).await?)) };
+                let entry = cache.get_or_fetch(&key, fetch).await?;
                 if entry.from_cache() {
                     Counters::add(&self.counters.bytes_from_cache, entry.len());
                 }
-                entry.bytes()
+                vec![entry.bytes()]
             }
-            None if obj.local.is_some() => self.read_local(obj, range).await?,
+            None if obj.local.is_some() => vec![self.read_local(obj, range).await?],
             None => self.read_store(obj, range).await?,
         };
-        if bytes.len() as u64 != expected {
+        let got: u64 = parts.iter().map(|b| b.len() as u64).sum();
+        if got != expected {
             return Err(Error::ShortRead {
                 url: obj.url.clone(),
-                got: bytes.len() as u64,
+                got,
                 expected,
             });
         }
-        Ok(bytes)
+        Ok(parts)
     }
 
-    /// Reads from the store, long ranges as several concurrent GETs (see the module docs).
-    async fn read_store(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Bytes> {
+    /// Reads from the store, long ranges as several concurrent GETs (see the module docs); the
+    /// bodies' chunks in order.
+    async fn read_store(&self, obj: &ShardObject, range: Option<Range<u64>>) -> Result<Vec<Bytes>> {
         let whole = range.clone().unwrap_or(0..obj.size);
         let pieces = split_range(whole, self.policy.range_split_bytes);
-        let expected = pieces.iter().map(|p| p.end - p.start).sum();
-        let chunks = if pieces.len() <= 1 {
+        if pieces.len() <= 1 {
             // One GET, of the range as asked (a whole object stays an unranged GET).
-            self.read_attempts(obj, range).await?
-        } else {
-            let reads = pieces.into_iter().map(|p| self.read_attempts(obj, Some(p)));
-            let pieces = futures::future::try_join_all(reads).await?;
-            pieces.into_iter().flatten().collect()
-        };
-        Ok(join(chunks, expected))
+            return self.read_attempts(obj, range).await;
+        }
+        let reads = pieces.into_iter().map(|p| self.read_attempts(obj, Some(p)));
+        let pieces = futures::future::try_join_all(reads).await?;
+        Ok(pieces.into_iter().flatten().collect())
     }
 
     /// One GET (of `range`) with retries; the body's chunks, of exactly the asked length.
@@ -479,12 +493,13 @@ fn split_range(range: Range<u64>, min_piece: u64) -> Vec<Range<u64>> {
     (0..n).map(|i| at(i)..at(i + 1)).collect()
 }
 
-/// The chunks of a body as one buffer (a copy only when there are several).
-fn join(mut chunks: Vec<Bytes>, len: u64) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.pop().expect("one chunk");
+/// Chunks as one buffer (a copy only when there are several).
+fn join(mut chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
     }
-    let mut joined = Vec::with_capacity(len as usize);
+    let len = chunks.iter().map(Bytes::len).sum();
+    let mut joined = Vec::with_capacity(len);
     for c in chunks {
         joined.extend_from_slice(&c);
     }
