@@ -7,6 +7,8 @@
 //! The same for binary and string columns (BYTE_ARRAY, FIXED_LEN_BYTE_ARRAY; empty values, values
 //! larger than a page, nullable columns without nulls) in every binary mode.
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::{
@@ -15,6 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
+use common::{bytes_of, row_group_parts};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
@@ -101,37 +104,12 @@ fn decode_cut(file: &Bytes, fast: bool, columns: &[&str], cut: usize) -> (Vec<De
     let footer = ShardFooter::new(*meta, &columns, fast, "t.parquet").unwrap();
     let units = (0..footer.num_row_groups())
         .map(|rg| {
-            let step = if cut == 0 { usize::MAX } else { cut };
-            let parts = footer
-                .ranges(rg)
-                .iter()
-                .flat_map(|r| {
-                    (r.start as usize..r.end as usize)
-                        .step_by(step)
-                        .map(move |at| (at, (at.saturating_add(step)).min(r.end as usize)))
-                })
-                .map(|(at, end)| (at as u64, file.slice(at..end)))
-                .collect();
+            let parts = row_group_parts(file, &footer, rg, cut);
             let rows = footer.row_group_rows(rg);
             decode_row_group(&footer, rg, parts, size, "t.parquet", rows).unwrap()
         })
         .collect();
     (units, footer.fast_path_columns())
-}
-
-fn bytes_of(cols: &[(String, Column)]) -> Vec<Vec<u8>> {
-    cols.iter()
-        .flat_map(|(_, c)| match c {
-            Column::Tensor(t) => vec![t.as_bytes().to_vec()],
-            Column::Padded { values, lengths } => {
-                vec![values.as_bytes().to_vec(), lengths.as_bytes().to_vec()]
-            }
-            Column::Ragged { values, offsets } => {
-                vec![values.as_bytes().to_vec(), offsets.as_bytes().to_vec()]
-            }
-            Column::Arrow(a) => vec![format!("{a:?}").into_bytes()],
-        })
-        .collect()
 }
 
 /// A shuffled list of every (unit, row).

@@ -151,6 +151,11 @@ impl ShardFooter {
         })
     }
 
+    /// The output columns: the projected ones, in the loader's order, with the file's types.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// How many output columns take the fast path (for tests and stats).
     pub fn fast_path_columns(&self) -> usize {
         self.plain.iter().flatten().count()

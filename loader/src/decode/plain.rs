@@ -9,7 +9,10 @@
 //! column chunk, reads the levels as *runs* (a list of 2,048 tokens is one RLE run, so the cost
 //! is per row, not per value), and keeps the page's value bytes as they are — slices of the
 //! fetched (often memory-mapped) bytes, no copy. The collator copies each row's values straight
-//! from there into the batch buffer: one copy from storage to the batch.
+//! from there into the batch buffer: one copy from storage to the batch. Bytes fetched over
+//! HTTP stay the body's chunks ([`Pieces`]): an uncompressed chunk's pages are read where they
+//! lie, with headers parsed by [`page_header`], and only a value or element cut by a chunk
+//! boundary is copied, into a segment of its own.
 //!
 //! A column qualifies ([`PlainLeaf::for_column`]) when its Parquet physical type has the width
 //! of its Arrow type (INT32 as Int32/UInt32, INT64, FLOAT, DOUBLE) and it is a number or a

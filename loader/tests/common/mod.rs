@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
+use bytes::Bytes;
 use shard_index::synth::{self, SynthConfig};
 use shard_index::{IndexOptions, Manifest, ShardKind, Silent, StorageOptions};
 use shardstream_loader::collate::{Batch, Column};
 use shardstream_loader::config::LoaderConfig;
+use shardstream_loader::decode::parquet::ShardFooter;
 use shardstream_loader::engine::Loader;
 
 /// A small dataset: uneven shards, uneven row groups of ~`rg` rows.
@@ -171,4 +173,42 @@ pub fn config(manifest: &Manifest, batch_size: u64) -> LoaderConfig {
         .with_window(shardstream_loader::config::Window::Samples(300))
         .with_prefetch_bytes(8 << 20)
         .with_seed(7)
+}
+
+/// The fetched parts of row group `rg` of `file`: its ranges, each cut into `cut`-byte chunks
+/// as an HTTP body arrives (0: each range whole), at their file offsets.
+pub fn row_group_parts(
+    file: &Bytes,
+    footer: &ShardFooter,
+    rg: usize,
+    cut: usize,
+) -> Vec<(u64, Bytes)> {
+    let step = if cut == 0 { usize::MAX } else { cut };
+    footer
+        .ranges(rg)
+        .iter()
+        .flat_map(|r| {
+            let end = r.end as usize;
+            (r.start as usize..end)
+                .step_by(step)
+                .map(move |at| (at, at.saturating_add(step).min(end)))
+        })
+        .map(|(at, end)| (at as u64, file.slice(at..end)))
+        .collect()
+}
+
+/// A batch's columns as bytes, for comparing two batches.
+pub fn bytes_of(cols: &[(String, Column)]) -> Vec<Vec<u8>> {
+    cols.iter()
+        .flat_map(|(_, c)| match c {
+            Column::Tensor(t) => vec![t.as_bytes().to_vec()],
+            Column::Padded { values, lengths } => {
+                vec![values.as_bytes().to_vec(), lengths.as_bytes().to_vec()]
+            }
+            Column::Ragged { values, offsets } => {
+                vec![values.as_bytes().to_vec(), offsets.as_bytes().to_vec()]
+            }
+            Column::Arrow(a) => vec![format!("{a:?}").into_bytes()],
+        })
+        .collect()
 }
