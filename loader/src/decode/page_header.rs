@@ -311,6 +311,21 @@ mod tests {
         assert_eq!(used, b.len() - 2, "consumes exactly the header");
     }
 
+    proptest::proptest! {
+        /// Any bytes, however they are cut into chunks, give the same header or the same
+        /// error, consume the same bytes, and never panic or loop.
+        #[test]
+        fn any_bytes_parse_alike_whatever_the_chunks(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 1usize..9,
+        ) {
+            let mut whole = Rope::new([Bytes::copy_from_slice(&data)]);
+            let mut pieces = Rope::new(data.chunks(cut).map(Bytes::copy_from_slice));
+            proptest::prop_assert_eq!(read(&mut whole), read(&mut pieces));
+            proptest::prop_assert_eq!(whole.len(), pieces.len());
+        }
+    }
+
     #[test]
     fn truncated_and_malformed_headers_are_errors() {
         let mut b = vec![0x15];
