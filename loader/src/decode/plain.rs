@@ -533,7 +533,7 @@ impl PlainColumn {
 
 fn segment_index(len: usize) -> Result<u32, Declined> {
     u32::try_from(len)
-        .map_err(|_| Declined::Corrupt("more than 2^32 pages in one column chunk".into()))
+        .map_err(|_| Declined::Corrupt("more than 2^32 pieces in one column chunk".into()))
 }
 
 fn max_rep(leaf: &PlainLeaf) -> i16 {
