@@ -200,8 +200,9 @@ pub fn coalesce(ranges: &mut Vec<Range<u64>>, gap: u64) {
 }
 
 /// Decodes row group `rg` of a shard from `parts` (file offset, bytes; a range may come as
-/// many consecutive parts), which must cover [`ShardFooter::ranges`], into the footer's output columns: the fast-path ones by [`plain`],
-/// the others (and fast-path chunks that turn out not to qualify) by the Arrow reader.
+/// many consecutive parts), which must cover [`ShardFooter::ranges`], into the footer's output
+/// columns: the fast-path ones by [`plain`], the others (and fast-path chunks that turn out not
+/// to qualify) by the Arrow reader.
 pub fn decode_row_group(
     footer: &ShardFooter,
     rg: usize,

@@ -11,7 +11,6 @@
 //!
 //! A request for bytes that were not fetched is an error, never a silent read of other bytes.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,9 +41,7 @@ impl Pieces {
     /// Bytes `start..end` as the chunks that hold them, zero-copy.
     pub fn rope(&self, start: u64, end: u64) -> Result<Rope, String> {
         let missing = || format!("bytes {start}..{end} were not fetched");
-        let mut i = self
-            .parts
-            .partition_point(|(offset, b)| offset + b.len() as u64 <= start);
+        let mut i = self.first_part(start);
         let mut chunks = Vec::new();
         let mut at = start;
         while at < end {
@@ -61,11 +58,15 @@ impl Pieces {
         Ok(Rope::new(chunks))
     }
 
+    /// The first part that ends after `start` (it may begin after it: a gap).
+    fn first_part(&self, start: u64) -> usize {
+        self.parts
+            .partition_point(|(offset, b)| offset + b.len() as u64 <= start)
+    }
+
     /// Where the fetched bytes that run on without a gap from `start` end.
     fn run_end(&self, start: u64) -> u64 {
-        let mut i = self
-            .parts
-            .partition_point(|(offset, b)| offset + b.len() as u64 <= start);
+        let mut i = self.first_part(start);
         let mut end = start;
         while let Some((offset, bytes)) = self.parts.get(i) {
             if *offset > end {
@@ -101,24 +102,16 @@ impl ChunkReader for Pieces {
         let mut rope = self
             .rope(start, start + length as u64)
             .map_err(ParquetError::General)?;
-        // (`Rope::take`, not `Read::take`.)
-        Ok(Rope::take(&mut rope, length).expect("the rope holds exactly length bytes"))
-    }
-}
-
-impl Read for Rope {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let front = self.front();
-        let n = front.len().min(buf.len());
-        buf[..n].copy_from_slice(&front[..n]);
-        self.advance(n);
-        Ok(n)
+        Ok(rope
+            .take(length)
+            .expect("the rope holds exactly length bytes"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn pieces() -> (Vec<u8>, Pieces) {
         let file: Vec<u8> = (0..100u8).collect();

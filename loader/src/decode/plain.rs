@@ -288,13 +288,12 @@ pub fn decode_column(
         values: matches!(leaf.values, Values::Prefixed { .. }).then(|| Vec::with_capacity(rows)),
     };
     let mut levels = LevelScratch::default();
-    let overrun = || Declined::Corrupt("page levels overrun the page".into());
     if chunk.compression() == Compression::UNCOMPRESSED {
         let (start, len) = chunk.byte_range();
         let mut rest = pieces.rope(start, start + len).map_err(Declined::Corrupt)?;
         while !rest.is_empty() {
             let h = page_header::read(&mut rest).map_err(Declined::Corrupt)?;
-            let mut data = rest
+            let data = rest
                 .split_to(h.compressed_size)
                 .ok_or_else(|| Declined::Corrupt("a page overruns its column chunk".into()))?;
             let page = match h.kind {
@@ -304,13 +303,10 @@ pub fn decode_column(
                     let rle = (h.rep_level_encoding == RLE, h.def_level_encoding == RLE);
                     v1_page(leaf, h.num_values, h.encoding == PLAIN, rle, data)?
                 }
-                PageKind::DataV2 => RawPage {
-                    num_values: h.num_values,
-                    plain: h.encoding == PLAIN,
-                    rep: data.take(h.rep_levels_len).ok_or_else(overrun)?,
-                    def: data.take(h.def_levels_len).ok_or_else(overrun)?,
-                    values: data,
-                },
+                PageKind::DataV2 => {
+                    let levels = (h.rep_levels_len, h.def_levels_len);
+                    v2_page(h.num_values, h.encoding == PLAIN, levels, data)?
+                }
             };
             col.push_page(leaf, &mut levels, page)?;
         }
@@ -342,18 +338,9 @@ pub fn decode_column(
                     rep_levels_byte_len,
                     ..
                 } => {
-                    let mut data = Rope::new([buf]);
-                    RawPage {
-                        num_values: num_values as usize,
-                        plain: encoding == Encoding::PLAIN,
-                        rep: data
-                            .take(rep_levels_byte_len as usize)
-                            .ok_or_else(overrun)?,
-                        def: data
-                            .take(def_levels_byte_len as usize)
-                            .ok_or_else(overrun)?,
-                        values: data,
-                    }
+                    let levels = (rep_levels_byte_len as usize, def_levels_byte_len as usize);
+                    let plain = encoding == Encoding::PLAIN;
+                    v2_page(num_values as usize, plain, levels, Rope::new([buf]))?
                 }
                 Page::DictionaryPage { .. } => return Err(Declined::Fallback),
             };
@@ -402,6 +389,24 @@ fn v1_page(
         plain,
         rep,
         def,
+        values: data,
+    })
+}
+
+/// Splits a V2 data page: repetition and definition levels of the lengths its header gives
+/// (`levels`), then values.
+fn v2_page(
+    num_values: usize,
+    plain: bool,
+    levels: (usize, usize),
+    mut data: Rope,
+) -> Result<RawPage, Declined> {
+    let overrun = || Declined::Corrupt("page levels overrun the page".into());
+    Ok(RawPage {
+        num_values,
+        plain,
+        rep: data.take(levels.0).ok_or_else(overrun)?,
+        def: data.take(levels.1).ok_or_else(overrun)?,
         values: data,
     })
 }
@@ -482,8 +487,7 @@ impl PlainColumn {
         // The chunk last made a segment: (its number in the rope, its segment).
         let mut current: Option<(u64, u32)> = None;
         for i in 0..n {
-            let prefix = values.take(4).ok_or_else(|| short(i))?;
-            let len = u32::from_le_bytes(prefix[..].try_into().expect("4 bytes"));
+            let len = values.u32_le().ok_or_else(|| short(i))?;
             let size = len as usize;
             if size > values.len() {
                 return Err(short(i));
@@ -555,8 +559,7 @@ fn take_v1_levels(data: &mut Rope, max: i16) -> Result<Bytes, Declined> {
         return Ok(Bytes::new());
     }
     let short = || Declined::Corrupt("page levels overrun the page".into());
-    let len_bytes = data.take(4).ok_or_else(short)?;
-    let len = u32::from_le_bytes(len_bytes[..].try_into().expect("4 bytes")) as usize;
+    let len = data.u32_le().ok_or_else(short)? as usize;
     data.take(len).ok_or_else(short)
 }
 

@@ -118,6 +118,25 @@ impl Rope {
         true
     }
 
+    /// A 4-byte little-endian length, as BYTE_ARRAY values and V1 levels are prefixed; `None`,
+    /// and nothing consumed, when fewer bytes are left. No buffer is made for it: this runs once
+    /// per value.
+    pub fn u32_le(&mut self) -> Option<u32> {
+        if self.len < 4 {
+            return None;
+        }
+        let mut b = [0u8; 4];
+        if let Some(front) = self.front().get(..4) {
+            b.copy_from_slice(front);
+            self.consume(4);
+        } else {
+            for x in &mut b {
+                *x = self.byte().expect("length checked");
+            }
+        }
+        Some(u32::from_le_bytes(b))
+    }
+
     /// One byte; `None` at the end.
     pub fn byte(&mut self) -> Option<u8> {
         let b = *self.front().first()?;
@@ -139,6 +158,17 @@ impl Rope {
             self.head = 0;
             self.popped += 1;
         }
+    }
+}
+
+/// Reading a rope copies out of its chunks (parquet's page reader reads headers this way).
+impl std::io::Read for Rope {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let front = self.front();
+        let n = front.len().min(buf.len());
+        buf[..n].copy_from_slice(&front[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
@@ -166,7 +196,7 @@ mod tests {
         fn reads_see_the_bytes_in_order_whatever_the_chunks(
             data in proptest::collection::vec(any::<u8>(), 0..400),
             cuts in proptest::collection::vec(0usize..50, 0..12),
-            ops in proptest::collection::vec((0u8..5, 0usize..40), 0..40),
+            ops in proptest::collection::vec((0u8..6, 0usize..40), 0..40),
         ) {
             let mut rope = rope_of(&data, &cuts);
             prop_assert_eq!(rope.len(), data.len());
@@ -199,6 +229,14 @@ mod tests {
                     3 => {
                         if rope.advance(n) { at += n } else { prop_assert!(n > left) }
                     }
+                    4 => match rope.u32_le() {
+                        Some(v) => {
+                            let want = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+                            prop_assert_eq!(v, want);
+                            at += 4;
+                        }
+                        None => prop_assert!(left < 4),
+                    },
                     _ => match rope.byte() {
                         Some(b) => { prop_assert_eq!(b, data[at]); at += 1; }
                         None => prop_assert_eq!(left, 0),
