@@ -55,6 +55,7 @@ use std::time::Instant;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use crossbeam::channel::{self, Receiver, Select, Sender};
+use rustc_hash::FxHashMap;
 use shard_index::plan::{
     EpochPlan, PlanOptions, RankPlan, ResumeState, SampleRef, StreamSpec, Topology, DEFAULT_WARMUP,
 };
@@ -364,8 +365,11 @@ struct Producer {
     seen: HashSet<UnitKey>,
     /// Per stream: Σ decoded bytes and Σ stored estimates of loaded units (the size ratio).
     ratios: Vec<(u64, u64)>,
-    /// Cumulative row-group row counts of Parquet shards met so far.
-    row_group_ends: HashMap<(u32, u32), Arc<[u64]>>,
+    /// Cumulative row-group row counts of Parquet shards met so far. This map and each
+    /// batch's unit index are looked up once per sample, so they hash with Fx rather than
+    /// SipHash (the keys are small integers from the plan; SipHash was most of the
+    /// producer's time beside the planner).
+    row_group_ends: FxHashMap<(u32, u32), Arc<[u64]>>,
     charged: u64,
     /// A batch has been assembled (before that, only the first batch's units are requested).
     started: bool,
@@ -454,7 +458,7 @@ impl Producer {
             self.next_k += self.step;
             planned += 1;
             let mut units: Vec<UnitKey> = Vec::new();
-            let mut index: HashMap<UnitKey, usize> = HashMap::new();
+            let mut index: FxHashMap<UnitKey, usize> = FxHashMap::default();
             let mut rows = Vec::with_capacity(batch.samples.len());
             for s in &batch.samples {
                 let (key, row) = self.unit_of(s)?;
@@ -1119,7 +1123,7 @@ impl Loader {
             units_per_shard: HashMap::new(),
             seen: HashSet::new(),
             ratios: vec![(0, 0); self.ctx.streams.len()],
-            row_group_ends: HashMap::new(),
+            row_group_ends: FxHashMap::default(),
             charged: 0,
             started: false,
             requests: req_tx,

@@ -400,7 +400,8 @@ impl EpochPlan {
     }
 
     /// Approximate heap memory held by the plan's structures, in bytes: the per-shard prefix
-    /// sums, this epoch's per-piece cumulative counts and the O(C·streams) node tables.
+    /// sums, this epoch's per-piece cumulative counts and shards, and the O(C·streams) node
+    /// tables.
     pub fn heap_bytes(&self) -> u64 {
         let inner = &self.inner;
         let word = std::mem::size_of::<u64>();
@@ -413,7 +414,11 @@ impl EpochPlan {
             .nodes
             .iter()
             .flat_map(|n| n.streams.iter())
-            .map(|ns| ns.cum.capacity() * word + std::mem::size_of_val(ns))
+            .map(|ns| {
+                ns.cum.capacity() * word
+                    + ns.piece_shards.capacity() * std::mem::size_of::<u32>()
+                    + std::mem::size_of_val(ns)
+            })
             .sum();
         let order = inner.nodes.len() * 4 * word;
         (streams + nodes + order) as u64
@@ -525,39 +530,66 @@ impl PlanInner {
             let group = real + layout.pad[node];
             let from = lo.max(offset);
             let to = hi.min(offset + group);
-            for idx in from..to {
+            // The real samples: consecutive positions of the node's sequence.
+            let real_to = to.min(offset + real);
+            if from < real_to {
+                let first = layout.first[node] + (from - offset);
+                self.node_samples(node, first..first + (real_to - from), &mut out);
+            }
+            // Then its padded positions, if this is the epoch's last batch.
+            for idx in from.max(real_to)..to {
                 let j = idx - offset;
-                if j < real {
-                    out.push(self.node_sample(node, layout.first[node] + j, false));
-                } else {
-                    // The (j - real)-th padded position of this node's residue class.
-                    let first_g = layout.pad_start + (node as u64 + c - layout.pad_start % c) % c;
-                    let g = first_g + (j - real) * c;
-                    let supplier = self.pad_supplier[node];
-                    let len = self.nodes[supplier].len.max(1);
-                    // Counted back from the end of the supplier's sequence: the last window's
-                    // samples are still loaded, the epoch's first ones long gone.
-                    let back = (g / c) % len;
-                    out.push(self.node_sample(supplier, len - 1 - back, true));
-                }
+                // The (j - real)-th padded position of this node's residue class.
+                let first_g = layout.pad_start + (node as u64 + c - layout.pad_start % c) % c;
+                let g = first_g + (j - real) * c;
+                let supplier = self.pad_supplier[node];
+                let len = self.nodes[supplier].len.max(1);
+                // Counted back from the end of the supplier's sequence: the last window's
+                // samples are still loaded, the epoch's first ones long gone.
+                let back = (g / c) % len;
+                out.push(self.node_sample(supplier, len - 1 - back, true));
             }
             offset += group;
         }
         out
     }
 
+    fn window_shape(&self) -> WindowShape {
+        WindowShape {
+            len: self.window,
+            warmup: self.options.warmup,
+        }
+    }
+
     /// The sample at local position `i` of canonical node `node`'s epoch sequence.
     pub(crate) fn node_sample(&self, node: usize, i: u64, padded: bool) -> SampleRef {
         let layout = &self.nodes[node];
-        let shape = WindowShape {
-            len: self.window,
-            warmup: self.options.warmup,
-        };
-        let (s, x) = layout.locate(i, shape, self.options.shuffle);
-        let ns = &layout.streams[s];
-        let stream = &self.streams[s];
+        let (s, x) = layout.locate(i, self.window_shape(), self.options.shuffle);
+        self.stream_sample(node, s, x, padded)
+    }
+
+    /// [`PlanInner::node_sample`] of every position in `positions`, appended to `out`: the
+    /// windows they lie in are set up once each rather than once per sample.
+    fn node_samples(&self, node: usize, positions: std::ops::Range<u64>, out: &mut Vec<SampleRef>) {
+        let layout = &self.nodes[node];
+        let mut i = positions.start;
+        while i < positions.end {
+            let window = layout.window_at(i, self.window_shape(), self.options.shuffle);
+            let stop = positions.end.min(window.end);
+            for i in i..stop {
+                let (s, x) = window.locate(i);
+                out.push(self.stream_sample(node, s, x, false));
+            }
+            i = stop;
+        }
+    }
+
+    /// The sample behind element `x` of stream `s`'s epoch sequence on node `node`.
+    #[inline]
+    fn stream_sample(&self, node: usize, s: usize, x: u64, padded: bool) -> SampleRef {
+        let ns = &self.nodes[node].streams[s];
         let y = if ns.owned == 0 { 0 } else { ns.run_position(x) };
-        let (shard, row, global) = ns.sample(stream, y);
+        let (shard, row, global) = ns.sample(&self.streams[s], y);
         SampleRef {
             stream: s as u32,
             shard: shard as u32,

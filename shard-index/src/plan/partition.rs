@@ -195,9 +195,16 @@ pub(crate) struct NodeStream {
     /// Non-empty pieces and their bytes (split shards counted proportionally): for metrics.
     pub pieces: u64,
     pub bytes: u64,
-    /// Shuffled runs only: this epoch's piece order and its cumulative sample counts.
-    pub piece_perm: Option<Feistel>,
+    /// Shuffled runs only: this epoch's piece order as cumulative sample counts, and the
+    /// manifest shard of each piece in that order. The shards are what the order's two
+    /// permutations (pieces, then the stream's visiting order) give; looking them up instead
+    /// of evaluating both per sample made a loader's planning 2-3× cheaper, for 4 bytes per
+    /// piece beside the 8 of `cum`.
+    pub shuffled: bool,
     pub cum: Vec<u64>,
+    pub piece_shards: Vec<u32>,
+    /// Index in that order of the piece at `first_pos` (the one `first_skip` applies to).
+    pub first_piece: usize,
     /// Key for rotating each repeated copy; 0 (no rotation) when shuffling is off.
     pub copy_key: u64,
     pub rotate: bool,
@@ -235,48 +242,59 @@ impl NodeStream {
         let count = self.last_pos - self.first_pos + 1;
         let perm = Feistel::new(count, key);
         let mut cum = Vec::with_capacity(count as usize + 1);
+        let mut shards = Vec::with_capacity(count as usize);
         let mut acc = 0u64;
         cum.push(0);
         let mut block = Block::default();
         let mut i = 0;
         while i < count {
             let n = block.fill(stream, (i..count).map(|j| self.first_pos + perm.apply(j)));
-            for (&p, &len) in block.pos[..n].iter().zip(&block.len[..n]) {
+            let filled = block.pos[..n]
+                .iter()
+                .zip(&block.shard[..n])
+                .zip(&block.len[..n]);
+            for ((&p, &shard), &len) in filled {
+                if p == self.first_pos {
+                    self.first_piece = shards.len();
+                }
                 let (lo, hi) = self.piece_rows_of_len(p, len);
                 acc += hi - lo;
                 cum.push(acc);
+                // Manifests hold at most u32::MAX shards (checked when planning).
+                shards.push(shard as u32);
             }
             i += n as u64;
         }
         self.cum = cum;
-        self.piece_perm = Some(perm);
+        self.piece_shards = shards;
+        self.shuffled = true;
     }
 
     /// `(shard, row, global)` of the `y`-th sample (`y < owned`) of this node's stream run in
     /// this epoch's piece order.
     #[inline]
     pub(crate) fn sample(&self, stream: &StreamLayout, y: u64) -> (u64, u64, u64) {
-        match &self.piece_perm {
-            Some(perm) => {
-                let pieces = self.cum.len().saturating_sub(1);
-                let i = self
-                    .cum
-                    .partition_point(|&v| v <= y)
-                    .saturating_sub(1)
-                    .min(pieces.saturating_sub(1));
-                let p = self.first_pos + perm.apply(i as u64);
-                let shard = stream.shard_at(p);
-                let (lo, _) = self.piece_rows(stream, p, shard);
-                let row = y - self.cum[i] + lo;
-                (shard, row, stream.shard_start(shard) + row)
-            }
-            None => {
-                // Unshuffled: the visiting order is the manifest order, so the run is a plain
-                // range of global indices.
-                let global = self.start + y;
-                let (shard, row) = stream.locate_global(global);
-                (shard, row, global)
-            }
+        if self.shuffled {
+            let pieces = self.piece_shards.len();
+            let i = self
+                .cum
+                .partition_point(|&v| v <= y)
+                .saturating_sub(1)
+                .min(pieces.saturating_sub(1));
+            let shard = u64::from(self.piece_shards[i]);
+            let lo = if i == self.first_piece {
+                self.first_skip
+            } else {
+                0
+            };
+            let row = y - self.cum[i] + lo;
+            (shard, row, stream.shard_start(shard) + row)
+        } else {
+            // Unshuffled: the visiting order is the manifest order, so the run is a plain
+            // range of global indices.
+            let global = self.start + y;
+            let (shard, row) = stream.locate_global(global);
+            (shard, row, global)
         }
     }
 

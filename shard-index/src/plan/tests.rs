@@ -842,10 +842,11 @@ fn sixteen_million_shards_plan_without_per_sample_work() {
         fetched_samples += rank.batch(k).unwrap().samples.len();
     }
     let per_sample = started.elapsed() / fetched_samples as u32;
-    // Per shard: one u64 prefix sum (built in place of the caller's sample counts) and one u64
-    // cumulative count in this epoch's piece order; byte sizes are dropped after planning.
+    // Per shard: one u64 prefix sum (built in place of the caller's sample counts), one u64
+    // cumulative count and one u32 shard in this epoch's piece order: 20 bytes, 305 MiB; byte
+    // sizes are dropped after planning.
     let heap_mib = plan.heap_bytes() >> 20;
-    assert!(heap_mib < 300, "{heap_mib} MiB");
+    assert!(heap_mib < 330, "{heap_mib} MiB");
     println!(
         "16M shards / 1e10 samples: build {built:?}; rank 0 first+last batch {fetched:?}; \
          {per_sample:?}/sample over 200 scattered batches; {pieces} pieces on node 0; \

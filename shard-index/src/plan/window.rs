@@ -121,6 +121,16 @@ impl NodeLayout {
     /// Maps node position `i < len` to `(stream, x)`: the `x`-th element of that stream's
     /// epoch sequence on this node.
     pub(crate) fn locate(&self, i: u64, shape: WindowShape, shuffle: bool) -> (usize, u64) {
+        self.window_at(i, shape, shuffle).locate(i)
+    }
+
+    /// The window holding node position `i < len`, ready to map each of its positions.
+    ///
+    /// A batch takes consecutive positions of a node, nearly always from one window, so the
+    /// planner builds this once per window a batch touches instead of once per sample: the
+    /// window search, the per-stream ranges and the permutation's round keys are the same for
+    /// every position of the window.
+    pub(crate) fn window_at(&self, i: u64, shape: WindowShape, shuffle: bool) -> WindowMap {
         // For the window j holding x = i, V(lo_j) <= lo_j <= i, so only forward steps can be
         // needed, and V(x) > x - S bounds them by S / (smallest window) + 1.
         let mut j = shape.index_of(i);
@@ -136,22 +146,57 @@ impl NodeLayout {
         }
         let lo_v = self.boundary(lo_x);
         let window_len = hi_v - lo_v;
-        let mut off = i - lo_v;
-        if shuffle && window_len > 1 {
-            off = Feistel::new(window_len, mix64(self.window_key ^ j)).apply(off);
+        let perm = (shuffle && window_len > 1)
+            .then(|| Feistel::new(window_len, mix64(self.window_key ^ j)));
+        let ranges = self
+            .streams
+            .iter()
+            .enumerate()
+            .filter(|(_, ns)| ns.epoch > 0)
+            .map(|(s, ns)| {
+                let a = scaled(lo_x, ns.epoch, self.len);
+                let b = scaled(hi_x, ns.epoch, self.len);
+                (s, a, b - a)
+            })
+            .collect();
+        WindowMap {
+            start: lo_v,
+            end: hi_v,
+            perm,
+            ranges,
         }
-        for (s, ns) in self.streams.iter().enumerate() {
-            if ns.epoch == 0 {
-                continue;
-            }
-            let a = scaled(lo_x, ns.epoch, self.len);
-            let b = scaled(hi_x, ns.epoch, self.len);
-            if off < b - a {
-                return (s, a + off);
-            }
-            off -= b - a;
+    }
+}
+
+/// One window of a node's sequence: which node positions it spans and where each of them
+/// comes from (see [`NodeLayout::window_at`]).
+#[derive(Debug)]
+pub(crate) struct WindowMap {
+    /// Node positions `[start, end)` of the window.
+    pub start: u64,
+    pub end: u64,
+    /// The window's permutation; `None` when not shuffling or for a one-sample window.
+    perm: Option<Feistel>,
+    /// Per stream with samples this epoch, in stream order: `(stream, first x, count)` of the
+    /// range of its node sequence the window takes. The ranges tile the window.
+    ranges: Vec<(usize, u64, u64)>,
+}
+
+impl WindowMap {
+    /// `(stream, x)` of node position `i`, which must lie in `[start, end)`.
+    #[inline]
+    pub(crate) fn locate(&self, i: u64) -> (usize, u64) {
+        let mut off = i - self.start;
+        if let Some(perm) = &self.perm {
+            off = perm.apply(off);
         }
-        // Unreachable for i < len: the stream ranges tile the window.
+        for &(s, first, count) in &self.ranges {
+            if off < count {
+                return (s, first + off);
+            }
+            off -= count;
+        }
+        // Unreachable for i < end: the stream ranges tile the window.
         (0, 0)
     }
 }
