@@ -261,7 +261,8 @@ impl EpochPlan {
             let owned = balanced_split(layout.samples, c, offset as u32);
             offset = (offset + layout.samples % u64::from(c)) % u64::from(c);
             // The byte sizes are only needed for the per-node metrics computed here; dropping
-            // them keeps a 16M-shard plan at one u64 per shard (plus the shuffled piece sums).
+            // them keeps a 16M-shard plan at one u64 per shard (plus the shuffled piece sums
+            // and shards).
             shares.push(cut_stream(&layout, &shard_bytes, &owned));
             drop(shard_bytes);
             layouts.push(layout);
@@ -570,7 +571,12 @@ impl PlanInner {
 
     /// [`PlanInner::node_sample`] of every position in `positions`, appended to `out`: the
     /// windows they lie in are set up once each rather than once per sample.
-    fn node_samples(&self, node: usize, positions: std::ops::Range<u64>, out: &mut Vec<SampleRef>) {
+    pub(crate) fn node_samples(
+        &self,
+        node: usize,
+        positions: std::ops::Range<u64>,
+        out: &mut Vec<SampleRef>,
+    ) {
         let layout = &self.nodes[node];
         let mut i = positions.start;
         while i < positions.end {

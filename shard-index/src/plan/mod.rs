@@ -76,7 +76,10 @@
 //! # Randomness
 //!
 //! All randomness is the planner's own keyed SplitMix64-based hashing and Feistel networks,
-//! so plans are reproducible across platforms and library versions.
+//! so plans are reproducible across platforms and library versions. The test
+//! `plan_orders_never_change` pins the order of a set of generated plans: a faster way of
+//! computing the plan (batches set each window up once; piece shards come from a table) must
+//! give the same samples in the same places.
 
 mod epoch;
 mod error;

@@ -283,6 +283,28 @@ proptest! {
         }
     }
 
+    /// Batches evaluate a node's consecutive positions window by window
+    /// (`PlanInner::node_samples`); any range of positions, across window and warm-up
+    /// boundaries, must give what evaluating each position alone (`node_sample`) gives.
+    #[test]
+    fn node_runs_match_single_positions(case in arb_case(), cuts in prop::collection::vec(any::<u64>(), 0..6)) {
+        let Some(plan) = build(&case) else { return Ok(()) };
+        let inner = &plan.inner;
+        for (node, layout) in inner.nodes.iter().enumerate() {
+            let len = layout.len;
+            let one: Vec<SampleRef> = (0..len).map(|i| inner.node_sample(node, i, false)).collect();
+            // The node's sequence cut into runs at random places, as batches would cut it.
+            let mut bounds: Vec<u64> = cuts.iter().map(|c| c % (len + 1)).collect();
+            bounds.extend([0, len]);
+            bounds.sort_unstable();
+            let mut runs = Vec::new();
+            for pair in bounds.windows(2) {
+                inner.node_samples(node, pair[0]..pair[1], &mut runs);
+            }
+            prop_assert_eq!(runs, one);
+        }
+    }
+
     /// Property 3: resuming after any k batches on another topology delivers exactly the rest.
     #[test]
     fn resume_delivers_exactly_the_remainder(
