@@ -367,8 +367,8 @@ struct Producer {
     ratios: Vec<(u64, u64)>,
     /// Cumulative row-group row counts of Parquet shards met so far. This map and each
     /// batch's unit index are looked up once per sample, so they hash with Fx rather than
-    /// SipHash (the keys are small integers from the plan; SipHash was most of the
-    /// producer's time beside the planner).
+    /// SipHash (the keys are small integers from the plan; in a profile of 8 KiB token rows
+    /// SipHash was about a third of the producer's time beside the planner).
     row_group_ends: FxHashMap<(u32, u32), Arc<[u64]>>,
     charged: u64,
     /// A batch has been assembled (before that, only the first batch's units are requested).

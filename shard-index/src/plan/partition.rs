@@ -195,13 +195,15 @@ pub(crate) struct NodeStream {
     /// Non-empty pieces and their bytes (split shards counted proportionally): for metrics.
     pub pieces: u64,
     pub bytes: u64,
-    /// Shuffled runs only: this epoch's piece order as cumulative sample counts, and the
-    /// manifest shard of each piece in that order. The shards are what the order's two
-    /// permutations (pieces, then the stream's visiting order) give; looking them up instead
-    /// of evaluating both per sample made a loader's planning 2-3× cheaper, for 4 bytes per
-    /// piece beside the 8 of `cum`.
+    /// The node's pieces are visited in this epoch's keyed order (shuffling on), which the
+    /// next three fields describe; otherwise in manifest order, and they are empty.
     pub shuffled: bool,
+    /// Cumulative sample counts of the pieces in that order (`pieces + 1` entries).
     pub cum: Vec<u64>,
+    /// The manifest shard of each piece in that order: what the order's two permutations
+    /// (the pieces', then the stream's visiting order) give. Looking it up instead of
+    /// evaluating both for every sample made batches 3× cheaper to plan, for 4 bytes per
+    /// piece beside the 8 of `cum`.
     pub piece_shards: Vec<u32>,
     /// Index in that order of the piece at `first_pos` (the one `first_skip` applies to).
     pub first_piece: usize,
