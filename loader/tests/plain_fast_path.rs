@@ -17,7 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
-use common::{bytes_of, row_group_parts};
+use common::{bytes_of, every_row, row_group_parts};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
@@ -114,11 +114,7 @@ fn decode_cut(file: &Bytes, fast: bool, columns: &[&str], cut: usize) -> (Vec<De
 
 /// A shuffled list of every (unit, row).
 fn shuffled_picks(units: &[DecodedUnit], seed: u64) -> Vec<(usize, usize)> {
-    let mut picks: Vec<(usize, usize)> = units
-        .iter()
-        .enumerate()
-        .flat_map(|(u, unit)| (0..unit.num_rows()).map(move |r| (u, r)))
-        .collect();
+    let mut picks = every_row(units);
     let mut state = seed | 1;
     for i in (1..picks.len()).rev() {
         state ^= state << 13;
@@ -222,11 +218,7 @@ proptest! {
         }
         // And the values are the ones written.
         let c = Collator::new(&schema, |_| ListMode::Ragged, pageable_pool());
-        let all: Vec<(usize, usize)> = fast
-            .iter()
-            .enumerate()
-            .flat_map(|(u, unit)| (0..unit.num_rows()).map(move |r| (u, r)))
-            .collect();
+        let all = every_row(&fast);
         let a: Vec<&DecodedUnit> = fast.iter().collect();
         let cols = c.collate(&a, &all).unwrap();
         let Column::Ragged { values, offsets } = &cols[0].1 else { panic!("ragged") };
@@ -326,11 +318,7 @@ proptest! {
             }
         }
         // And the values are the ones written, in ragged and padded form.
-        let all: Vec<(usize, usize)> = fast
-            .iter()
-            .enumerate()
-            .flat_map(|(u, unit)| (0..unit.num_rows()).map(move |r| (u, r)))
-            .collect();
+        let all = every_row(&fast);
         let ragged = ColumnMode { list: ListMode::Ragged, binary: BinaryMode::Ragged };
         let cols = Collator::new(&schema, |_| ragged, pageable_pool()).collate(&a, &all).unwrap();
         let padded = ColumnMode { list: ListMode::Padded, binary: BinaryMode::Padded };

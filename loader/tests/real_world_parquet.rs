@@ -9,7 +9,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{bytes_of, row_group_parts};
+use common::{bytes_of, every_row, row_group_parts};
 use shardstream_loader::collate::{pageable_pool, Collator};
 use shardstream_loader::config::{BinaryMode, ColumnMode, ListMode};
 use shardstream_loader::decode::parquet::{decode_row_group, parse_tail, ShardFooter, Tail};
@@ -51,11 +51,7 @@ fn gather(
     units: &[DecodedUnit],
     mode: ColumnMode,
 ) -> std::result::Result<Vec<Vec<u8>>, String> {
-    let all: Vec<(usize, usize)> = units
-        .iter()
-        .enumerate()
-        .flat_map(|(u, unit)| (0..unit.num_rows()).map(move |r| (u, r)))
-        .collect();
+    let all = every_row(units);
     let refs: Vec<&DecodedUnit> = units.iter().collect();
     let c = Collator::new(footer.schema(), |_| mode, pageable_pool());
     let mut out = Vec::new();

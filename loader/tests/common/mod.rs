@@ -13,6 +13,7 @@ use shard_index::{IndexOptions, Manifest, ShardKind, Silent, StorageOptions};
 use shardstream_loader::collate::{Batch, Column};
 use shardstream_loader::config::LoaderConfig;
 use shardstream_loader::decode::parquet::ShardFooter;
+use shardstream_loader::decode::DecodedUnit;
 use shardstream_loader::engine::Loader;
 
 /// A small dataset: uneven shards, uneven row groups of ~`rg` rows.
@@ -194,6 +195,15 @@ pub fn row_group_parts(
                 .map(move |at| (at, at.saturating_add(step).min(end)))
         })
         .map(|(at, end)| (at as u64, file.slice(at..end)))
+        .collect()
+}
+
+/// Every `(unit, row)` of `units`, in order: the picks that gather all of them.
+pub fn every_row(units: &[DecodedUnit]) -> Vec<(usize, usize)> {
+    units
+        .iter()
+        .enumerate()
+        .flat_map(|(u, unit)| (0..unit.num_rows()).map(move |r| (u, r)))
         .collect()
 }
 
