@@ -32,10 +32,11 @@
 //! One HTTP response is one TCP stream, and a single stream rarely fills the link, so a read at
 //! least twice `range_split_bytes` (8 MiB) long is sent as several ranged GETs at once, each of
 //! 8–16 MiB (each retried and hedged on its own, all under the same limiter), whose bodies'
-//! chunks follow each other in order. Shorter reads stay whole: a request's fixed cost (tens of milliseconds on S3, per-request work in the
-//! server and here) buys nothing when the unit is fetched alongside dozens of others anyway. Cutting an
-//! 8 MiB row group into three 2.8 MB GETs, as a 4 MiB upper bound on pieces did, and fetching
-//! 16 units at once instead of 32, moved 10–15% less (loopback nginx with two workers,
+//! chunks follow each other in order. Shorter reads stay whole: a request's fixed cost (tens
+//! of milliseconds on S3, per-request work in the server and here) buys nothing when the unit
+//! is fetched alongside dozens of others anyway. Cutting an 8 MiB row group into three 2.8 MB
+//! GETs, as a 4 MiB upper bound on pieces did, and fetching 16 units at once instead of 32,
+//! moved 10–15% less (loopback nginx with two workers,
 //! `shardstream-bench read --no-cache`, 3–5 interleaved runs, medians, MB/s old → new): s3
 //! blobs 870 → 1,019, tokens 898 → 992; s3 with 30 ms per request blobs 792 → 890, tokens
 //! 854 → 948; CPU per GB equal or lower.
