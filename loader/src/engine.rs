@@ -51,10 +51,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::{DataType, SchemaRef};
-use crossbeam::channel::{self, Receiver, Select, Sender};
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Select, Sender};
 use rustc_hash::FxHashMap;
 use shard_index::plan::{
     EpochPlan, PlanOptions, RankPlan, ResumeState, SampleRef, StreamSpec, Topology, DEFAULT_WARMUP,
@@ -86,6 +86,17 @@ const MIN_POOL_RETAIN: u64 = 64 << 20;
 /// the one the producer is sending, the consumer's current one and the one it just dropped.
 /// The pool retains that many batches' buffers, so steady state allocates nothing.
 const POOL_BATCHES_EXTRA: usize = 3;
+
+/// What [`Loader::next_batch_within`] found.
+#[derive(Debug)]
+pub enum NextBatch {
+    /// The next batch, or the error that ended the epoch.
+    Ready(Result<Batch>),
+    /// The epoch has no more batches (its end, or after an error).
+    End,
+    /// No batch arrived within the timeout; nothing was taken.
+    Pending,
+}
 
 /// One dataset stream, opened.
 struct StreamCtx {
@@ -1050,19 +1061,44 @@ impl Loader {
 
     /// The next batch of the current epoch; `None` at its end or after an error.
     pub fn next_batch(&mut self) -> Option<Result<Batch>> {
+        match self.receive(None) {
+            NextBatch::Ready(batch) => Some(batch),
+            NextBatch::End => None,
+            NextBatch::Pending => unreachable!("a wait without a timeout does not time out"),
+        }
+    }
+
+    /// Like [`next_batch`](Self::next_batch), but waits at most `timeout`. A caller that must
+    /// stay responsive while the store stalls (the Python binding checks for Ctrl-C between
+    /// waits) calls it in a loop: a wait that times out takes nothing, so nothing is lost.
+    pub fn next_batch_within(&mut self, timeout: Duration) -> NextBatch {
+        self.receive(Some(timeout))
+    }
+
+    fn receive(&mut self, timeout: Option<Duration>) -> NextBatch {
         if self.failed || self.delivered >= self.len() {
-            return None;
+            return NextBatch::End;
         }
         if self.pipeline.is_none() {
             self.pipeline = Some(self.start_pipeline());
         }
         let pipeline = self.pipeline.as_ref().expect("started");
         let started = Instant::now();
-        let received = pipeline.batches.recv();
+        let received = match timeout {
+            None => pipeline.batches.recv().ok(),
+            Some(timeout) => match pipeline.batches.recv_timeout(timeout) {
+                Ok(received) => Some(received),
+                Err(RecvTimeoutError::Disconnected) => None,
+                Err(RecvTimeoutError::Timeout) => {
+                    Counters::add_time(&self.ctx.counters.stall_ns, started);
+                    return NextBatch::Pending;
+                }
+            },
+        };
         Counters::add_time(&self.ctx.counters.stall_ns, started);
         let counters = &self.ctx.counters;
-        match received {
-            Ok(Ok(batch)) => {
+        NextBatch::Ready(match received {
+            Some(Ok(batch)) => {
                 self.delivered += 1;
                 self.last_index = Some(batch.index);
                 Counters::add(&counters.batches, 1);
@@ -1072,20 +1108,20 @@ impl Loader {
                 if counters.first_batch_ns.load(Ordering::Relaxed) == 0 {
                     Counters::add_time(&counters.first_batch_ns, self.created);
                 }
-                Some(Ok(batch))
+                Ok(batch)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 self.pipeline = None;
                 self.failed = true;
-                Some(Err(e))
+                Err(e)
             }
-            Err(_) => {
+            None => {
                 // The producer ended without sending everything: only a shutdown does that.
                 self.pipeline = None;
                 self.failed = true;
-                Some(Err(Error::Stopped("the batch producer ended early".into())))
+                Err(Error::Stopped("the batch producer ended early".into()))
             }
-        }
+        })
     }
 
     fn start_pipeline(&self) -> Pipeline {

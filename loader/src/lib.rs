@@ -43,6 +43,6 @@ pub mod stats;
 
 pub use collate::{Batch, Column, DType, SampleId, Tensor};
 pub use config::{BinaryMode, ColumnMode, ListMode, LoaderConfig, PinMemory};
-pub use engine::Loader;
+pub use engine::{Loader, NextBatch};
 pub use error::{Error, Result};
 pub use stats::LoaderStats;

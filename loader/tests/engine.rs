@@ -10,7 +10,7 @@ use shardstream_loader::collate::Column;
 use shardstream_loader::config::{ListMode, LoaderConfig, Mix, PinMemory, Window};
 use shardstream_loader::engine::Loader;
 use shardstream_loader::pinned::MemoryKind;
-use shardstream_loader::Error;
+use shardstream_loader::{Error, NextBatch};
 
 #[test]
 fn every_format_decodes_to_the_expected_samples() {
@@ -223,6 +223,31 @@ fn resume_mid_epoch_delivers_exactly_the_remaining_batches() {
     resumed.extend(tail.into_iter().map(|(_, r)| r));
     let full: Vec<Vec<common::Row>> = full.into_iter().map(|(_, r)| r).collect();
     assert_eq!(resumed, full);
+}
+
+#[test]
+fn waits_that_time_out_take_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth("parquet", 600, 4, 50);
+    let m = dataset(dir.path(), &cfg);
+    let mut a = Loader::new(config(&m, 20)).unwrap();
+    let full: Vec<_> = read_epoch(&mut a, &cfg)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let mut b = Loader::new(config(&m, 20)).unwrap();
+    let (mut got, mut pending) = (Vec::new(), 0);
+    loop {
+        // A zero timeout: the first wait starts the pipeline and cannot find a batch ready.
+        match b.next_batch_within(Duration::ZERO) {
+            NextBatch::Pending => pending += 1,
+            NextBatch::Ready(batch) => got.push(common::rows(&batch.unwrap())),
+            NextBatch::End => break,
+        }
+    }
+    assert!(pending > 0, "no wait timed out");
+    assert_eq!(got, full, "the same batches, none lost or repeated");
+    assert!(b.next_batch().is_none(), "the epoch is over");
 }
 
 #[test]

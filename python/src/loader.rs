@@ -1,21 +1,20 @@
 //! [`Loader`]: the engine behind a Python iterator of batch dicts.
 //!
 //! ```text
-//!  Python thread (__next__)              pump thread                  engine (loader crate)
-//!  ────────────────────────              ───────────                  ─────────────────────
-//!  recv_timeout(50 ms) with the GIL ◀─── rendezvous ◀── next_batch() ◀── producer, tokio I/O,
-//!  released; check_signals() between     channel          (blocks)       decoders
-//!  waits, so Ctrl-C raises at once
+//!  Python thread (__next__)                         engine (loader crate)
+//!  ────────────────────────                         ─────────────────────
+//!  next_batch_within(50 ms) with the  ◀── bounded ◀── producer, tokio I/O, decoders,
+//!  GIL released; check_signals()          channel     collate threads
+//!  between waits, so Ctrl-C raises at once
 //! ```
 //!
-//! The engine's `next_batch` blocks without a timeout, so a Python thread calling it directly
-//! could not notice Ctrl-C until the batch arrived (forever, on a stalled store). Instead a
-//! small pump thread calls it and hands each batch over a zero-capacity channel; the Python
-//! thread waits on that channel in short slices with the GIL released, checking for signals in
-//! between. A KeyboardInterrupt leaves the pump's batch in the channel for the next `__next__`,
-//! so nothing is lost. The pump reads at most one batch ahead of Python, and the resume state
-//! counts only batches handed to Python (`state_after(index of the last one + 1)`), never those
-//! the pump or the engine merely prefetched.
+//! The Python thread takes batches from the engine itself, in waits of at most [`POLL`] with
+//! the GIL released, checking for signals in between: Ctrl-C raises at once even on a stalled
+//! store, and a wait that timed out took nothing, so the batch it was waiting for is the next
+//! `__next__`'s. (An earlier design had a pump thread call the blocking `next_batch` and hand
+//! each batch over a rendezvous channel: one more thread and one more wake-up per batch.) The
+//! resume state counts only batches handed to Python (`state_after(index of the last one +
+//! 1)`), never those the engine merely prefetched.
 //!
 //! Fork: a `Loader` remembers the process that created it. Used in another process (a forked
 //! DataLoader worker), every method raises `ShardStreamError` instead of waiting for threads
@@ -25,7 +24,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -38,7 +36,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use shard_index::plan::ResumeState;
 use shardstream_loader::config::{BinaryMode, ListMode, Mix, Window};
 use shardstream_loader::pool::BufferPool;
-use shardstream_loader::{Batch, Column, Loader as Engine, LoaderConfig, PinMemory};
+use shardstream_loader::{Batch, Column, Loader as Engine, LoaderConfig, NextBatch, PinMemory};
 
 use crate::dlpack::Tensor;
 use crate::errors::{config_error, to_pyerr, to_pyerr_with_hint, ShardStreamError};
@@ -82,7 +80,7 @@ fn wait<T: Send>(py: Python<'_>, rx: &Receiver<T>) -> PyResult<T> {
     }
 }
 
-/// Locks the engine, waiting with the GIL released and checking for signals (the pump holds
+/// Locks the engine, waiting with the GIL released and checking for signals (`__next__` holds
 /// the lock while it waits for a batch, which can take as long as the store does).
 fn lock_engine<'a>(py: Python<'_>, engine: &'a Mutex<Engine>) -> PyResult<MutexGuard<'a, Engine>> {
     let mut checked = Instant::now();
@@ -100,28 +98,9 @@ fn lock_engine<'a>(py: Python<'_>, engine: &'a Mutex<Engine>) -> PyResult<MutexG
     }
 }
 
-enum Msg {
-    /// Boxed: a batch and its extras are a few hundred bytes, the other variant none.
-    Batch(shardstream_loader::Result<Box<(Batch, Extras)>>),
-    /// The engine has no more batches (end of epoch, or after an error).
-    End,
-}
-
-/// The pump thread's handle; dropping it stops the thread after its current `next_batch`.
-struct Pump {
-    rx: Receiver<Msg>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Pump {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The arrays the binding adds to each batch (`__index__`, `__stream__`, `__padded__`), made on
-/// the pump thread in the engine's pool: page-locked like the columns, so that every tensor of a
-/// batch can be copied to a GPU without staging, and built without holding the GIL.
+/// The arrays the binding adds to each batch (`__index__`, `__stream__`, `__padded__`), made
+/// in the engine's pool with the GIL released: page-locked like the columns, so that every
+/// tensor of a batch can be copied to a GPU without staging.
 struct Extras {
     index: Tensor,
     /// Only when the loader mixes several streams.
@@ -144,48 +123,12 @@ impl Extras {
     }
 }
 
-fn spawn_pump(engine: Arc<Mutex<Engine>>, multi_stream: bool) -> PyResult<Pump> {
-    let (tx, rx) = channel::bounded(0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    std::thread::Builder::new()
-        .name("shardstream-pump".into())
-        .spawn(move || loop {
-            let item = {
-                let mut engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-                // Checked under the lock: whoever stopped us may have changed the engine (new
-                // epoch) while we waited for it, and its batches are not ours to take.
-                if stopped.load(Ordering::SeqCst) {
-                    return;
-                }
-                let pool = engine.pool().clone();
-                engine.next_batch().map(|r| {
-                    r.map(|b| {
-                        let extras = Extras::new(&b, &pool, multi_stream);
-                        Box::new((b, extras))
-                    })
-                })
-            };
-            let msg = match item {
-                Some(r) => Msg::Batch(r),
-                None => Msg::End,
-            };
-            let end = matches!(msg, Msg::End);
-            if tx.send(msg).is_err() || end {
-                return;
-            }
-        })
-        .map_err(|e| ShardStreamError::new_err(format!("cannot start a thread: {e}")))?;
-    Ok(Pump { rx, stop })
-}
-
 struct State {
     /// `None` after `close()`.
     engine: Option<Arc<Mutex<Engine>>>,
     /// What the engine was built from (a resume state rebuilds it with `with_resume`).
     config: LoaderConfig,
-    pump: Option<Pump>,
-    /// The pump reported the end of the batches of this epoch (or an error).
+    /// The engine reported the end of the batches of this epoch (or an error).
     ended: bool,
     /// Batches handed to Python in the current epoch, and the plan index after the last one.
     handed: u64,
@@ -197,12 +140,6 @@ impl State {
         self.engine
             .clone()
             .ok_or_else(|| ShardStreamError::new_err("the Loader is closed; create a new one"))
-    }
-
-    /// Stops the pump; a batch it read ahead is dropped (the engine forgets it on `set_epoch`
-    /// or a rebuild, which are the only callers).
-    fn stop_pump(&mut self) {
-        self.pump = None;
     }
 }
 
@@ -243,7 +180,6 @@ impl Drop for Loader {
         if std::process::id() != self.pid {
             // A forked child: the engine's threads and locks belong to the parent.
             if let Ok(state) = self.state.get_mut() {
-                std::mem::forget(state.pump.take());
                 std::mem::forget(state.engine.take());
             }
         }
@@ -441,7 +377,6 @@ impl Loader {
                     resume: None,
                     ..config
                 },
-                pump: None,
                 ended: false,
                 handed: 0,
                 next_index: 0,
@@ -461,7 +396,6 @@ impl Loader {
             let engine = st.engine()?;
             let mut eng = lock_engine(py, &engine)?;
             if st.handed >= eng.len() {
-                st.stop_pump();
                 let next = eng.epoch() + 1;
                 eng.set_epoch(next).map_err(to_pyerr)?;
                 st.handed = 0;
@@ -478,32 +412,50 @@ impl Loader {
 
     /// The next batch as a dict (`None` at the end of the epoch, which ends iteration).
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let rx = {
-            let mut st = self.state(py)?;
+        let engine = {
+            let st = self.state(py)?;
             if st.ended {
                 return Ok(None);
             }
-            if st.pump.is_none() {
-                st.pump = Some(spawn_pump(st.engine()?, self.streams > 1)?);
-            }
-            st.pump.as_ref().expect("just set").rx.clone()
+            st.engine()?
         };
-        let msg = wait(py, &rx)?;
-        let mut st = self.state(py)?;
-        match msg {
-            Msg::End => {
-                st.ended = true;
-                st.pump = None;
-                Ok(None)
+        let multi_stream = self.streams > 1;
+        let (next, extras) = {
+            let mut guard = lock_engine(py, &engine)?;
+            let eng: &mut Engine = &mut guard;
+            loop {
+                let (next, extras) = py.detach(|| {
+                    let next = eng.next_batch_within(POLL);
+                    let extras = match &next {
+                        NextBatch::Ready(Ok(batch)) => {
+                            Some(Extras::new(batch, eng.pool(), multi_stream))
+                        }
+                        _ => None,
+                    };
+                    (next, extras)
+                });
+                match next {
+                    // Nothing was taken: on KeyboardInterrupt the batch stays in the engine.
+                    NextBatch::Pending => py.check_signals()?,
+                    next => break (next, extras),
+                }
             }
-            Msg::Batch(Err(e)) => Err(to_pyerr(e)),
-            Msg::Batch(Ok(boxed)) => {
-                let (batch, extras) = *boxed;
+        };
+        let mut st = self.state(py)?;
+        match next {
+            NextBatch::Ready(Ok(batch)) => {
                 st.handed += 1;
                 st.next_index = batch.index + 1;
                 drop(st);
+                let extras = extras.expect("made with every batch");
                 batch_to_dict(py, batch, extras).map(Some)
             }
+            NextBatch::Ready(Err(e)) => Err(to_pyerr(e)),
+            NextBatch::End => {
+                st.ended = true;
+                Ok(None)
+            }
+            NextBatch::Pending => unreachable!("the loop waits until a batch or the end"),
         }
     }
 
@@ -547,7 +499,6 @@ impl Loader {
                 return Ok(());
             }
         }
-        st.stop_pump();
         let mut eng = lock_engine(py, &engine)?;
         eng.set_epoch(epoch).map_err(to_pyerr)?;
         st.handed = 0;
@@ -581,7 +532,6 @@ impl Loader {
         let resume = ResumeState::from_json(state).map_err(to_pyerr)?;
         let mut st = self.state(py)?;
         st.engine()?;
-        st.stop_pump();
         let config = st.config.clone().with_resume(resume);
         // Opened before the old engine goes, so a state that does not fit leaves the loader as
         // it was. Nothing is fetched until the first batch, so the overlap costs little.
@@ -604,7 +554,6 @@ impl Loader {
     /// Stops the pipeline and frees its memory; the loader cannot be used afterwards.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let mut st = self.state(py)?;
-        st.stop_pump();
         let engine = st.engine.take();
         drop(st);
         py.detach(move || drop(engine));
