@@ -110,13 +110,23 @@ def markdown(rows: List[Row], meta: Dict[str, Any]) -> str:
                 f"{amp} | {once} |"
             )
     bare = {}
+    passes = {}
     for r in rows:
         if r.get("bare_mb_per_s"):
             bare[(r["kind"], r["source"])] = r["bare_mb_per_s"]
+        if r.get("bare_passes_mb_per_s"):
+            passes[(r["kind"], r["source"])] = r["bare_passes_mb_per_s"]
     notes = [
         "",
         "Bare-read limit (MB/s, same run): "
         + ", ".join(f"{k} {s}: {v:,.0f}" for (k, s), v in bare.items())
+        + (
+            "; from local disk the median of the passes over the Parquet files, one before each shardstream run ("
+            + "; ".join(f"{k} {s}: " + " / ".join(f"{x:,.0f}" for x in v) for (k, s), v in passes.items())
+            + "); over S3 the best of three request shapes"
+            if passes
+            else ""
+        )
         + ". Read amplification: bytes the server sent ÷ payload bytes (nginx access log); ᵃ from the "
         "loader's own stats (local files are memory-mapped, which no syscall counter sees); ʳ bytes "
         "read through read() by the process tree ÷ payload bytes; ᵐ the loader memory-maps local files "
