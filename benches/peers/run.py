@@ -319,9 +319,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         **machine(),
     }
     rows: List[Dict[str, Any]] = []
-    # The set-up just wrote release builds, a wheel and maybe datasets: hundreds of MB of dirty
-    # pages that the kernel would otherwise write back during the first rows (the first
-    # shardstream runs of a run read 25% slower, at 30% more CPU per GB, than its later ones).
+    # The set-up may just have written release builds, a wheel or datasets: a small rebuild of
+    # the extension alone left 200 MB of dirty pages here, which the kernel writes back up to
+    # 30 s later, during the first rows, unless flushed now.
     os.sync()
     s3_names = [s for s in a.sources if s != "local"]
     s3 = (
