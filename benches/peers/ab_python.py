@@ -6,8 +6,8 @@ directory holding a `shardstream` package (a copy of the installed one with a re
 `_native.abi3.so` and/or edited `.py` files), or `installed` for the peers venv's own. Rounds
 interleave the variants, each round a fresh process per variant reading `--epochs` epochs, so
 the machine's drift hits every variant alike; reports each variant's median MB/s and
-CPU-seconds per GB over all its epochs. The loop is the peers bench's shardstream consumer
-(`loaders.shardstream_batches`: ids to NumPy, payload counted, padding checked).
+CPU-seconds per GB over all its epochs. The loop is the peers bench's own shardstream
+consumer (`loaders.shardstream_batches`: ids to NumPy, payload counted, padding dropped).
 
     cp -r .venv-peers/lib/python3.11/site-packages/shardstream /tmp/old/          # before a change
     cargo build --release -p shardstream-python --features pyo3/extension-module  # after it
@@ -34,35 +34,29 @@ COLUMN = {"tokens": "tokens", "blobs": "blob"}
 
 
 def child(manifest: str, column: str, epochs: int) -> None:
-    """Reads `epochs` epochs and prints one JSON line per epoch."""
+    """Reads `epochs` epochs with the peers bench's own consumer loop and prints one JSON line
+    per epoch."""
     import gc
 
-    import numpy as np
-    import shardstream
     import torch  # noqa: F401 - imported before the clock starts, as in the peers bench
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from peers.loaders import shardstream_batches
+
     gc.freeze()
-    binary = {} if column == "tokens" else {"binary_mode": "ragged"}
     for epoch in range(epochs):
+        job = {"column": column, "source": {"name": "local"}, "batch_size": 256, "seed": epoch, "manifest": manifest}
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu0 = usage.ru_utime + usage.ru_stime
         t0 = time.perf_counter()
         payload = samples = 0
-        loader = shardstream.Loader(
-            manifest, batch_size=256, shuffle=True, seed=epoch, columns=["id", column], pin_memory="never", **binary
-        )
-        for batch in loader:
-            padded = batch["__padded__"]
-            if bool(padded.any()):
-                raise SystemExit("unexpected padding: use a dataset that fills its last batch")
-            samples += len(np.asarray(batch["id"].numpy(), dtype=np.int64).reshape(-1))
-            values = batch[column]
-            payload += int(values.numel() * values.element_size())
-        stall = loader.stats()["consumer_stall_s"]
-        loader.close()
+        for ids, nbytes in shardstream_batches(job):
+            samples += len(ids)
+            payload += nbytes
         wall = time.perf_counter() - t0
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu = usage.ru_utime + usage.ru_stime - cpu0
+        stall = job["_stats"]["consumer_stall_s"]
         print(json.dumps({"mb_per_s": payload / wall / 1e6, "cpu_s_per_gb": cpu / (payload / 1e9), "stall_s": stall, "wall_s": wall, "samples": samples}), flush=True)
 
 

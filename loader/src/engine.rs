@@ -1084,18 +1084,19 @@ impl Loader {
         }
         let pipeline = self.pipeline.as_ref().expect("started");
         let started = Instant::now();
+        // `None` inside: the channel closed (the producer ended).
         let received = match timeout {
-            None => pipeline.batches.recv().ok(),
+            None => Ok(pipeline.batches.recv().ok()),
             Some(timeout) => match pipeline.batches.recv_timeout(timeout) {
-                Ok(received) => Some(received),
-                Err(RecvTimeoutError::Disconnected) => None,
-                Err(RecvTimeoutError::Timeout) => {
-                    Counters::add_time(&self.ctx.counters.stall_ns, started);
-                    return NextBatch::Pending;
-                }
+                Ok(received) => Ok(Some(received)),
+                Err(RecvTimeoutError::Disconnected) => Ok(None),
+                Err(RecvTimeoutError::Timeout) => Err(()),
             },
         };
         Counters::add_time(&self.ctx.counters.stall_ns, started);
+        let Ok(received) = received else {
+            return NextBatch::Pending;
+        };
         let counters = &self.ctx.counters;
         NextBatch::Ready(match received {
             Some(Ok(batch)) => {

@@ -578,15 +578,15 @@ impl PlanInner {
         out: &mut Vec<SampleRef>,
     ) {
         let layout = &self.nodes[node];
-        let mut i = positions.start;
-        while i < positions.end {
-            let window = layout.window_at(i, self.window_shape(), self.options.shuffle);
+        let mut start = positions.start;
+        while start < positions.end {
+            let window = layout.window_at(start, self.window_shape(), self.options.shuffle);
             let stop = positions.end.min(window.end);
-            for i in i..stop {
+            for i in start..stop {
                 let (s, x) = window.locate(i);
                 out.push(self.stream_sample(node, s, x, false));
             }
-            i = stop;
+            start = stop;
         }
     }
 
