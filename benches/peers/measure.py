@@ -145,6 +145,31 @@ def bare_read_local(paths: List[str], block: int = 8 << 20) -> Dict[str, float]:
     return {"bytes": total, "wall_s": wall, "mb_per_s": total / wall / 1e6}
 
 
+def evict_from_page_cache(paths: List[str]) -> int:
+    """Drops the clean cached pages of every file (``POSIX_FADV_DONTNEED``; sync first, dirty
+    pages stay) and returns the bytes the files hold."""
+    total = 0
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            total += os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    return total
+
+
+def file_huge_pages_mib() -> Optional[int]:
+    """File pages the page cache holds in 2 MiB folios (``FileHugePages``), MiB."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("FileHugePages:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
 def bare_read_s3(
     endpoint: str, bucket: str, keys: List[str], creds: Dict[str, str], concurrency: int = 16, block: int = 8 << 20
 ) -> Dict[str, float]:

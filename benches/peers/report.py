@@ -132,6 +132,15 @@ def markdown(rows: List[Row], meta: Dict[str, Any]) -> str:
         "read through read() by the process tree ÷ payload bytes; ᵐ the loader memory-maps local files "
         "and no per-process counter sees those reads.",
     ]
+    pc = meta.get("page_cache") or {}
+    if pc.get("mode") == "read-back":
+        notes.append(
+            f"Page cache: before the runs, the {pc.get('files')} data files ({pc.get('evicted_mb', 0) / 1e3:,.1f} GB) were "
+            f"evicted and read back at {pc.get('read_back_mb_per_s', 0):,.0f} MB/s, as a read from disk leaves them "
+            f"(files in 2 MiB folios: {pc.get('file_huge_pages_mib_before')} → {pc.get('file_huge_pages_mib_after')} MiB)."
+        )
+    elif pc.get("mode") == "as-written":
+        notes.append("Page cache: the data files as the dataset writer left them (`--page-cache as-written`).")
     repeated = [r for r in rows if r["loader"] == "shardstream" and r.get("runs")]
     if repeated:
         notes.append(

@@ -64,6 +64,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument(
         "--nginx-workers", default="auto", help="worker_processes of the S3 sources' nginx (default auto: one per core)"
     )
+    ap.add_argument(
+        "--page-cache",
+        choices=("read-back", "as-written"),
+        default="read-back",
+        help="read-back (default): evict every data file from the page cache and read it back once, so the cache "
+        "holds it as a read from disk leaves it; as-written: as the dataset writer left it",
+    )
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 300, --quick 120)")
     ap.add_argument("--work-dir", type=Path, default=REPO / "target" / "bench-peers", help="datasets and manifests")
     ap.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release", help="shard-index and s3-test-server")
@@ -323,6 +330,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     # the extension alone left 200 MB of dirty pages here, which the kernel writes back up to
     # 30 s later, during the first rows, unless flushed now.
     os.sync()
+    meta["page_cache"] = {"mode": a.page_cache}
+    if a.page_cache == "read-back":
+        # What the warm cache holds depends on how the files got there. The datasets were just
+        # written here, so they sit in the writer's 4 KiB folios; a dataset a job reads from disk
+        # arrives through readahead, which on this kernel fills large folios (up to 2 MiB), and
+        # every reader pays per folio, a mapping reader most. Evicting and reading every file back
+        # gives all loaders, and the bare read, the cache a read from disk leaves.
+        files = [
+            str(p) for spec in specs for fmt in formats for p in datasets.data_files(datasets.format_dir(data_root, spec, fmt))
+        ]
+        before = measure.file_huge_pages_mib()
+        evicted = measure.evict_from_page_cache(files)
+        back = measure.bare_read_local(files)
+        meta["page_cache"].update(
+            files=len(files),
+            evicted_mb=evicted / 1e6,
+            read_back_mb_per_s=back["mb_per_s"],
+            file_huge_pages_mib_before=before,
+            file_huge_pages_mib_after=measure.file_huge_pages_mib(),
+        )
+        log(
+            f"page cache: {len(files)} files evicted and read back at {back['mb_per_s']:,.0f} MB/s; "
+            f"2 MiB folios of files {before} -> {meta['page_cache']['file_huge_pages_mib_after']} MiB"
+        )
     s3_names = [s for s in a.sources if s != "local"]
     s3 = (
         servers.start_s3_sources(a.bin_dir / "s3-test-server", root, BUCKET, s3_names, a.nginx_workers)
