@@ -69,7 +69,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=("read-back", "as-written"),
         default="read-back",
         help="read-back (default): evict every data file from the page cache and read it back once, so the cache "
-        "holds it as a read from disk leaves it; as-written: as the dataset writer left it",
+        "holds it as a read from disk leaves it; as-written: leave the cache as it is (as the dataset writer left it, "
+        "if nothing evicted the files since)",
     )
     ap.add_argument("--timeout", type=float, default=None, help="seconds per run (default 300, --quick 120)")
     ap.add_argument("--work-dir", type=Path, default=REPO / "target" / "bench-peers", help="datasets and manifests")
