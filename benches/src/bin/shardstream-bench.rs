@@ -29,6 +29,9 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Epochs shorter than this (seconds) get a note that their throughput figures are start-up.
+const SHORTEST_MEASURED_EPOCH_S: f64 = 1.0;
+
 #[derive(Parser)]
 #[command(
     name = "shardstream-bench",
@@ -407,6 +410,13 @@ fn read(a: ReadArgs) -> Result<()> {
             cpu / (bytes as f64 / 1e9).max(1e-9),
             peak_rss_mb()
         );
+        if secs < SHORTEST_MEASURED_EPOCH_S {
+            // A tiny dataset's epoch is mostly thread start-up and the first fetches, so its
+            // MB/s and ratio say nothing about throughput; say so instead of letting them stand.
+            println!(
+                "(an epoch of {secs:.2}s is mostly start-up, not throughput: measure on a dataset that takes seconds, e.g. scripts/bench-peers)"
+            );
+        }
     }
     Ok(())
 }
