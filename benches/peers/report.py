@@ -140,7 +140,7 @@ def markdown(rows: List[Row], meta: Dict[str, Any]) -> str:
             f"(files in 2 MiB folios: {pc.get('file_huge_pages_mib_before')} → {pc.get('file_huge_pages_mib_after')} MiB)."
         )
     elif pc.get("mode") == "as-written":
-        notes.append("Page cache: the data files as the dataset writer left them (`--page-cache as-written`).")
+        notes.append("Page cache: the data files as they were cached before the run (`--page-cache as-written`).")
     repeated = [r for r in rows if r["loader"] == "shardstream" and r.get("runs")]
     if repeated:
         notes.append(

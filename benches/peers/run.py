@@ -333,11 +333,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.sync()
     meta["page_cache"] = {"mode": a.page_cache}
     if a.page_cache == "read-back":
-        # What the warm cache holds depends on how the files got there. The datasets were just
-        # written here, so they sit in the writer's 4 KiB folios; a dataset a job reads from disk
-        # arrives through readahead, which on this kernel fills large folios (up to 2 MiB), and
-        # every reader pays per folio, a mapping reader most. Evicting and reading every file back
-        # gives all loaders, and the bare read, the cache a read from disk leaves.
+        # What the warm cache holds depends on how the files got there: files this bench writes
+        # sit in the writer's 4 KiB folios, while a dataset a job reads from disk arrives through
+        # readahead, which on this kernel fills large folios (up to 2 MiB), and every reader,
+        # the bare read included, pays per folio. Evicting and reading every file back gives all
+        # of them the cache a read from disk leaves, whichever run wrote the files.
         files = [
             str(p) for spec in specs for fmt in formats for p in datasets.data_files(datasets.format_dir(data_root, spec, fmt))
         ]
