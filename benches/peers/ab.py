@@ -75,7 +75,8 @@ def main() -> int:
                     results.setdefault((source_name, name), []).append(res)
                     print(
                         f"round {r} {source_name} {name}: {res['mb_per_s']:,.0f} MB/s, "
-                        f"{res['cpu_s_per_gb']:.2f} CPU-s/GB (bare read {res['bare_read_mb_per_s']:,.0f})",
+                        f"{res['cpu_s_per_gb']:.2f} CPU-s/GB (bare read {res['bare_read_mb_per_s']:,.0f}), "
+                        f"{res['stats']['requests']} GETs, hedges {res['stats']['hedges_fired']} fired / {res['stats']['hedges_won']} won",
                         flush=True,
                     )
     finally:

@@ -220,7 +220,7 @@ impl Tensor {
         self.buffer.len()
     }
 
-    /// Start of the data (page-aligned).
+    /// Start of the data (page-aligned; cache-line-aligned for pageable buffers under a page).
     pub fn as_ptr(&self) -> *const u8 {
         self.buffer.as_ptr()
     }
@@ -1104,13 +1104,14 @@ mod tests {
     #[test]
     fn each_batch_raises_the_pools_retention_to_the_batches_in_circulation() {
         let a = unit(&[0, 1, 2], &[&[1, 2, 3], &[4], &[]], &["a", "bb", "ccc"]);
-        let pool = BufferPool::new(crate::pinned::Allocator::pageable("test".into()), 4096)
-            .keep_batches(5);
+        let pool =
+            BufferPool::new(crate::pinned::Allocator::pageable("test".into()), 64).keep_batches(5);
         let c = Collator::new(&a.schema(), |_| ListMode::Ragged, pool.clone());
         let cols = c.collate(&[&du(&a)], &[(0, 2), (0, 0), (0, 1)]).unwrap();
         let pooled: usize = cols.iter().map(|(_, col)| col.pooled_capacity()).sum();
-        // id [3] and tokens (values + offsets) in pool pages; the strings are an Arrow array.
-        assert_eq!(pooled, 3 * crate::pinned::ALIGN, "{cols:?}");
+        // id [3] and tokens (values + offsets) in pool buffers of a cache line each; the
+        // strings are an Arrow array.
+        assert_eq!(pooled, 3 * crate::pinned::SMALL_ALIGN, "{cols:?}");
         assert!(matches!(cols[2].1, Column::Arrow(_)));
         assert_eq!(pool.max_retained(), 5 * pooled as u64);
     }

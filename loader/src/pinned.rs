@@ -34,8 +34,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::collate::DType;
 
-/// Alignment of every buffer: a page, which also satisfies every element type and SIMD width.
+/// Alignment of every buffer of a page or more: a page, which also satisfies every element type
+/// and SIMD width (and keeps the copies into a batch off split cache lines).
 pub const ALIGN: usize = 4096;
+
+/// Alignment of pageable buffers smaller than a page: a cache line, which satisfies every element
+/// type and SIMD width too. Page-aligning them cost each its own page and a zeroing memset in the
+/// allocator's slow aligned path: a consumer that keeps each batch's ids (as the peers bench does,
+/// to check exactly-once delivery; a training loop logging sample ids does the same) made the
+/// pool allocate one per batch, at 20–30 µs each — 2–3 ms per 100 batches on the collate threads.
+pub const SMALL_ALIGN: usize = 64;
+
+/// Capacity and layout of a pageable buffer of at least `capacity` bytes.
+/// (Also the layout to free it with: a capacity it returned maps to the same layout again.)
+fn pageable_layout(capacity: usize) -> Result<Layout, std::alloc::LayoutError> {
+    let small = capacity.max(1).div_ceil(SMALL_ALIGN) * SMALL_ALIGN;
+    if small < ALIGN {
+        Layout::from_size_align(small, SMALL_ALIGN)
+    } else {
+        Layout::from_size_align(capacity.div_ceil(ALIGN) * ALIGN, ALIGN)
+    }
+}
 
 /// The driver library's soname.
 pub const CUDA_LIBRARY: &str = "libcuda.so.1";
@@ -501,21 +520,25 @@ impl Allocator {
         &self.inner.reason
     }
 
-    /// A zero-filled buffer of at least `capacity` bytes (rounded up to [`ALIGN`]).
+    /// A zero-filled buffer of at least `capacity` bytes: rounded up to [`ALIGN`] (pinned, or a
+    /// page or more), or to [`SMALL_ALIGN`] (pageable, under a page).
     pub fn alloc(&self, capacity: usize) -> crate::Result<HostBuffer> {
-        let capacity = capacity.max(1).div_ceil(ALIGN) * ALIGN;
-        let ptr = match &self.inner.backend {
-            Backend::Pinned(ctx) => ctx
-                .alloc(capacity)
-                .map_err(|e| crate::Error::Stopped(format!("allocating pinned memory: {e}")))?,
+        let (ptr, capacity) = match &self.inner.backend {
+            Backend::Pinned(ctx) => {
+                let capacity = capacity.max(1).div_ceil(ALIGN) * ALIGN;
+                let ptr = ctx
+                    .alloc(capacity)
+                    .map_err(|e| crate::Error::Stopped(format!("allocating pinned memory: {e}")))?;
+                (ptr, capacity)
+            }
             Backend::Pageable => {
-                let layout = Layout::from_size_align(capacity, ALIGN).map_err(|e| {
+                let layout = pageable_layout(capacity).map_err(|e| {
                     crate::Error::Config(format!("buffer of {capacity} bytes: {e}"))
                 })?;
-                // SAFETY: `layout` has a non-zero size (capacity >= ALIGN).
+                // SAFETY: `layout` has a non-zero size (at least SMALL_ALIGN).
                 let raw = unsafe { std::alloc::alloc_zeroed(layout) };
                 match NonNull::new(raw) {
-                    Some(p) => p,
+                    Some(p) => (p, layout.size()),
                     None => std::alloc::handle_alloc_error(layout),
                 }
             }
@@ -531,7 +554,7 @@ impl Allocator {
         match &self.inner.backend {
             Backend::Pinned(ctx) => ctx.recycle(ptr, capacity),
             Backend::Pageable => {
-                let layout = Layout::from_size_align(capacity, ALIGN).expect("checked at alloc");
+                let layout = pageable_layout(capacity).expect("checked at alloc");
                 // SAFETY: `ptr` was returned by `alloc_zeroed` with this exact layout and is
                 // freed once, by the `HostBuffer` owning it.
                 unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
@@ -559,7 +582,8 @@ macro_rules! element {
 element!(u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32, u64 => U64,
     i64 => I64, f32 => F32, f64 => F64);
 
-/// An owned, page-aligned, initialised block of host memory.
+/// An owned, initialised block of host memory, aligned to a page ([`ALIGN`]), or to a cache line
+/// ([`SMALL_ALIGN`]) for pageable blocks under a page.
 pub struct HostBuffer {
     ptr: NonNull<u8>,
     capacity: usize,
@@ -607,8 +631,8 @@ impl HostBuffer {
             self.capacity
         );
         // SAFETY: the region is inside the allocation, initialised (zero-filled at allocation,
-        // written only through `as_mut_slice` since), aligned (ALIGN is a multiple of T's
-        // alignment) and any bit pattern is a valid `T` (sealed `Element`). The borrow of
+        // written only through `as_mut_slice` since), aligned (SMALL_ALIGN, and so ALIGN,
+        // is a multiple of T's alignment) and any bit pattern is a valid `T` (sealed `Element`). The borrow of
         // `self` keeps it alive and unmutated.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<T>(), len) }
     }
@@ -708,14 +732,21 @@ mod tests {
         assert_eq!(a.kind(), MemoryKind::Pageable);
         assert!(a.reason().contains("never"));
         let mut b = a.alloc(10).unwrap();
-        assert_eq!(b.capacity(), ALIGN);
-        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
-        assert!(
-            b.as_slice::<u64>(512).iter().all(|&x| x == 0),
-            "zero-filled"
-        );
+        assert_eq!(b.capacity(), SMALL_ALIGN);
+        assert_eq!(b.as_ptr() as usize % SMALL_ALIGN, 0);
+        assert!(b.as_slice::<u64>(8).iter().all(|&x| x == 0), "zero-filled");
         b.as_mut_slice::<i32>(3).copy_from_slice(&[1, -2, 3]);
         assert_eq!(b.as_slice::<i32>(3), &[1, -2, 3]);
+        for (asked, capacity, align) in [
+            (2048, 2048, SMALL_ALIGN),
+            (ALIGN - 1, ALIGN, ALIGN),
+            (ALIGN + 1, 2 * ALIGN, ALIGN),
+        ] {
+            let b = a.alloc(asked).unwrap();
+            assert_eq!(b.capacity(), capacity, "{asked}");
+            assert_eq!(b.as_ptr() as usize % align, 0, "{asked}");
+            assert!(b.as_slice::<u8>(capacity).iter().all(|&x| x == 0));
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::pinned::{Allocator, Element, HostBuffer, MemoryKind, PinnedStats, ALIGN};
+use crate::pinned::{Allocator, Element, HostBuffer, MemoryKind, PinnedStats, ALIGN, SMALL_ALIGN};
 use crate::Result;
 
 /// Counters of one pool.
@@ -79,12 +79,13 @@ impl fmt::Debug for BufferPool {
     }
 }
 
-/// Rounds up to a size class: multiples of 1/8 of the power of two below, at least one page.
+/// Rounds up to a size class: multiples of 1/8 of the power of two below, in steps of at least
+/// a cache line under a page and a page from there on (what the allocator rounds to anyway).
 fn size_class(bytes: usize) -> usize {
-    let bytes = bytes.max(ALIGN);
+    let bytes = bytes.max(SMALL_ALIGN);
     let pow = usize::BITS - 1 - bytes.leading_zeros();
     let step = (1usize << pow) / 8;
-    let step = step.max(ALIGN);
+    let step = step.max(if bytes < ALIGN { SMALL_ALIGN } else { ALIGN });
     bytes.div_ceil(step) * step
 }
 
@@ -213,8 +214,8 @@ impl Inner {
 /// A buffer on loan from a [`BufferPool`]; returns to it when dropped.
 ///
 /// `len` is the number of meaningful bytes; the memory behind [`PooledBuffer::as_ptr`] is
-/// page-aligned and stays valid (and unmoved) until the buffer is dropped, which is what a
-/// zero-copy export (DLPack, the buffer protocol) needs.
+/// aligned (see [`HostBuffer`]) and stays valid (and unmoved) until the buffer is dropped, which
+/// is what a zero-copy export (DLPack, the buffer protocol) needs.
 pub struct PooledBuffer {
     buffer: Option<HostBuffer>,
     len: usize,
@@ -297,8 +298,12 @@ mod tests {
 
     #[test]
     fn size_classes_round_up_in_eighths() {
-        assert_eq!(size_class(1), ALIGN);
+        assert_eq!(size_class(1), SMALL_ALIGN);
+        assert_eq!(size_class(2048), 2048);
+        assert_eq!(size_class(2049), 2048 + 256);
+        assert_eq!(size_class(ALIGN - 1), ALIGN);
         assert_eq!(size_class(ALIGN), ALIGN);
+        assert_eq!(size_class(ALIGN + 1), 2 * ALIGN);
         assert_eq!(size_class(1 << 20), 1 << 20);
         assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 17));
         for n in [5000usize, 123_456, 9_999_999] {

@@ -77,6 +77,9 @@ struct ReadArgs {
     /// size (default: the loader's).
     #[arg(long)]
     range_split_bytes: Option<u64>,
+    /// Never send a duplicate of a slow GET (the loader's `hedge = false`).
+    #[arg(long)]
+    no_hedge: bool,
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
     storage_options: Vec<(String, String)>,
     #[arg(long, default_value_t = 0)]
@@ -327,6 +330,7 @@ fn read(a: ReadArgs) -> Result<()> {
         config = config.with_range_split_bytes(b);
     }
     config.plain_fast_path = !a.no_fast_path;
+    config = config.with_hedge(!a.no_hedge);
     if let Some(n) = a.collate_threads {
         config = config.with_collate_threads(n);
     }
@@ -376,6 +380,7 @@ fn read(a: ReadArgs) -> Result<()> {
         "collate_threads": config_collate_threads,
         "io_concurrency": config_io_concurrency,
         "range_split_bytes": config_range_split_bytes,
+        "hedge": !a.no_hedge,
         "step_us": a.step_us,
         "first_batch_fetched_mb": mb(first_batch_fetched),
         "batches": batches,

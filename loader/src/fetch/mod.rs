@@ -21,8 +21,9 @@
 //! - **Adaptive concurrency** ([`adaptive`]): GETs in flight are capped by an AIMD limit that
 //!   halves on throttling and creeps back up as requests succeed.
 //! - **Hedging** ([`hedge`]): when a request has waited for its headers longer than the 95th
-//!   percentile of recent requests, and the limiter has a free slot, a duplicate is sent; the
-//!   first response wins and the other is dropped (`hedge = false` turns this off).
+//!   percentile of recent requests, the limiter has a free slot and fewer than 5% of requests
+//!   were hedged so far, a duplicate is sent; the first response wins and the other is dropped
+//!   (`hedge = false` turns this off).
 //!
 //! Retries, timeouts, throttled answers, hedges fired and won, and the concurrency limit are
 //! counted in [`crate::LoaderStats`].
@@ -73,7 +74,7 @@ use crate::config::LoaderConfig;
 use crate::stats::Counters;
 use crate::{Error, Result};
 use adaptive::{Limiter, Permit};
-use hedge::LatencyTracker;
+use hedge::{HedgeBudget, LatencyTracker};
 use retry::Class;
 
 /// One shard as the manifest describes it, and where to read it.
@@ -134,6 +135,7 @@ pub struct Fetcher {
     policy: FetchPolicy,
     limiter: Arc<Limiter>,
     latency: LatencyTracker,
+    hedges: HedgeBudget,
 }
 
 impl Fetcher {
@@ -157,6 +159,7 @@ impl Fetcher {
             },
             limiter,
             latency: LatencyTracker::default(),
+            hedges: HedgeBudget::default(),
         }
     }
 
@@ -280,6 +283,7 @@ impl Fetcher {
             None
         };
         let permit = self.limiter.acquire().await;
+        self.hedges.note_request();
         let started = Instant::now();
         let primary = self.get_head(obj, range.clone(), permit);
         let Some(delay) = threshold else {
@@ -297,8 +301,13 @@ impl Fetcher {
             }
             _ = tokio::time::sleep(delay) => {}
         }
-        // Never add load the limiter has no room for (e.g. while the store throttles us).
-        let Some(permit) = self.limiter.try_acquire() else {
+        // Never add load the limiter has no room for (e.g. while the store throttles us), nor
+        // beyond the hedge budget.
+        let permit = self
+            .limiter
+            .try_acquire()
+            .filter(|_| self.hedges.try_spend());
+        let Some(permit) = permit else {
             let head = primary.await?;
             self.latency.record(started.elapsed());
             return self.read_body(obj, head).await;
