@@ -264,6 +264,42 @@ fn slow_requests_are_hedged() {
     assert!(d.stats.hedges_won <= d.stats.hedges_fired);
 }
 
+/// When every request slows down at once, the recent 95th percentile lags behind and every GET
+/// looks like an outlier until it catches up; the hedge budget keeps that from becoming a
+/// duplicate of each of them.
+#[test]
+fn a_store_slowing_down_as_a_whole_is_not_hedged_twice_over() {
+    let fx = fixture("parquet");
+    let stats = within(Duration::from_secs(60), move || {
+        let proxy = fx.ds.proxy(spec(10)).unwrap();
+        let config = fx
+            .ds
+            .config(proxy.storage_options(), 16)
+            .with_io_concurrency(2);
+        let mut loader = Loader::new(config).unwrap();
+        let mut ids = Vec::new();
+        let mut k = 0;
+        while let Some(b) = loader.next_batch() {
+            ids.extend(b.unwrap().samples.iter().map(|s| s.global));
+            k += 1;
+            if k == 4 {
+                proxy.set_spec(FaultSpec {
+                    latency: Duration::from_millis(40),
+                    ..spec(10)
+                });
+            }
+        }
+        assert!(Tally::of(&fx.baseline, &ids).perfect());
+        loader.stats()
+    });
+    // At most one hedge per 20 first attempts, plus one: `requests` counts hedges too.
+    let first_attempts = stats.requests - stats.hedges_fired;
+    assert!(
+        stats.hedges_fired <= first_attempts / 20 + 1,
+        "hedges over budget: {stats:?}"
+    );
+}
+
 #[test]
 fn a_store_that_never_answers_is_an_error_not_a_hang() {
     let s = FaultSpec {
