@@ -73,7 +73,7 @@ use crate::error::panic_message;
 use crate::fetch::{shard_storage_options, FetchPolicy, Fetcher, ShardObject};
 use crate::pinned::Allocator;
 use crate::pool::BufferPool;
-use crate::stats::{Counters, LoaderStats};
+use crate::stats::{Counters, LoaderStats, StatsHandle};
 use crate::{Error, Result};
 
 /// Bytes charged to the look-ahead per planned sample (the plan entry and its row mapping).
@@ -1035,13 +1035,16 @@ impl Loader {
 
     /// Counters since the loader was created.
     pub fn stats(&self) -> LoaderStats {
-        let alloc = self.pool.allocator();
-        LoaderStats::from_counters(
-            &self.ctx.counters,
-            alloc.kind(),
-            alloc.reason().to_string(),
-            self.pool.stats(),
-            self.ctx.fetcher.cache().map(|c| c.stats()),
+        self.stats_handle().read()
+    }
+
+    /// Reads this loader's counters from another thread while the loader is busy (a consumer
+    /// blocked in `next()` holds `&mut self`).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle::new(
+            self.ctx.counters.clone(),
+            self.pool.clone(),
+            self.ctx.fetcher.cache().cloned(),
         )
     }
 

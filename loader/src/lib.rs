@@ -45,4 +45,4 @@ pub use collate::{Batch, Column, DType, SampleId, Tensor};
 pub use config::{BinaryMode, ColumnMode, ListMode, LoaderConfig, PinMemory};
 pub use engine::{Loader, NextBatch};
 pub use error::{Error, Result};
-pub use stats::LoaderStats;
+pub use stats::{LoaderStats, StatsHandle};

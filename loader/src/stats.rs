@@ -4,15 +4,20 @@
 //! each report two seconds), so comparing a stage's busy time with wall-clock time shows how
 //! many threads it keeps busy. `consumer_stall_s` is wall time the consumer spent inside
 //! `next()` waiting for a batch: zero means the loader keeps up.
+//!
+//! A [`StatsHandle`] reads them without the loader itself, so a monitoring thread is never
+//! held up by a consumer waiting in `next()` (which borrows the loader for as long as the
+//! store takes).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cache::CacheStats;
+use crate::cache::{CacheStats, DiskCache};
 use crate::pinned::MemoryKind;
-use crate::pool::PoolStats;
+use crate::pool::{BufferPool, PoolStats};
 
 /// Live counters shared by the pipeline's threads and tasks.
 #[derive(Debug, Default)]
@@ -64,6 +69,38 @@ impl Counters {
         self.lookahead_bytes.store(bytes, Ordering::Relaxed);
         self.lookahead_peak_bytes
             .fetch_max(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Reads a loader's counters from any thread, independently of the loader (see
+/// [`crate::Loader::stats_handle`]). Cheap to clone; it keeps the counters, the buffer pool and
+/// the cache handle alive, not the pipeline.
+#[derive(Clone, Debug)]
+pub struct StatsHandle {
+    counters: Arc<Counters>,
+    pool: BufferPool,
+    cache: Option<DiskCache>,
+}
+
+impl StatsHandle {
+    pub(crate) fn new(counters: Arc<Counters>, pool: BufferPool, cache: Option<DiskCache>) -> Self {
+        StatsHandle {
+            counters,
+            pool,
+            cache,
+        }
+    }
+
+    /// The counters now.
+    pub fn read(&self) -> LoaderStats {
+        let alloc = self.pool.allocator();
+        LoaderStats::from_counters(
+            &self.counters,
+            alloc.kind(),
+            alloc.reason().to_string(),
+            self.pool.stats(),
+            self.cache.as_ref().map(|c| c.stats()),
+        )
     }
 }
 

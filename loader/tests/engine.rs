@@ -19,8 +19,12 @@ fn every_format_decodes_to_the_expected_samples() {
         let cfg = synth(kind, 700, 5, 60);
         let m = dataset(dir.path(), &cfg);
         let mut loader = Loader::new(config(&m, 32)).unwrap();
+        let watcher = loader.stats_handle();
         let batches = read_epoch(&mut loader, &cfg);
         assert_eq!(batches.len(), 700usize.div_ceil(32), "{kind}");
+        // A handle taken before the epoch, read on another thread, sees its counts.
+        let watched = std::thread::spawn(move || watcher.read()).join().unwrap();
+        assert_eq!(watched.batches, 22, "{kind}");
         assert!(batches.iter().all(|(_, rows)| rows.len() == 32));
         assert_exactly_once(batches.into_iter().flat_map(|(_, r)| r), 0, 700);
         let stats = loader.stats();

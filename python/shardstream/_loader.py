@@ -633,7 +633,9 @@ class Loader:
     def stats(self) -> Dict[str, Any]:
         """Counters since the loader was created: batches, samples, bytes fetched / from the
         cache, read amplification, busy times, time to first batch, memory kind, cache, and the
-        batch-buffer pool (``pool``: allocations, the seconds they took, pinned driver calls)."""
+        batch-buffer pool (``pool``: allocations, the seconds they took, pinned driver calls).
+        Safe to call from a monitoring thread: it answers at once, also while another thread
+        waits for a batch."""
         return json.loads(self._native.stats_json())
 
     def close(self) -> None:

@@ -36,7 +36,9 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use shard_index::plan::ResumeState;
 use shardstream_loader::config::{BinaryMode, ListMode, Mix, Window};
 use shardstream_loader::pool::BufferPool;
-use shardstream_loader::{Batch, Column, Loader as Engine, LoaderConfig, NextBatch, PinMemory};
+use shardstream_loader::{
+    Batch, Column, Loader as Engine, LoaderConfig, NextBatch, PinMemory, StatsHandle,
+};
 
 use crate::dlpack::Tensor;
 use crate::errors::{config_error, to_pyerr, to_pyerr_with_hint, ShardStreamError};
@@ -126,6 +128,9 @@ impl Extras {
 struct State {
     /// `None` after `close()`.
     engine: Option<Arc<Mutex<Engine>>>,
+    /// The engine's counters, read without its lock: `__next__` holds that lock while it waits
+    /// for a batch, and a thread watching the loader must not wait with it.
+    stats: StatsHandle,
     /// What the engine was built from (a resume state rebuilds it with `with_resume`).
     config: LoaderConfig,
     /// The engine reported the end of the batches of this epoch (or an error).
@@ -372,6 +377,7 @@ impl Loader {
         let engine = open(py, config.clone())?;
         Ok(Loader {
             state: Mutex::new(State {
+                stats: engine.stats_handle(),
                 engine: Some(Arc::new(Mutex::new(engine))),
                 config: LoaderConfig {
                     resume: None,
@@ -536,6 +542,7 @@ impl Loader {
         // Opened before the old engine goes, so a state that does not fit leaves the loader as
         // it was. Nothing is fetched until the first batch, so the overlap costs little.
         let engine = open(py, config)?;
+        st.stats = engine.stats_handle();
         st.engine = Some(Arc::new(Mutex::new(engine)));
         st.handed = 0;
         st.next_index = 0;
@@ -543,10 +550,12 @@ impl Loader {
         Ok(())
     }
 
-    /// Counters since the loader was created (JSON text of the engine's `LoaderStats`).
+    /// Counters since the loader was created (JSON text of the engine's `LoaderStats`). Answers
+    /// at once, also while another thread waits in `__next__`.
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
-        let engine = self.state(py)?.engine()?;
-        let stats = lock_engine(py, &engine)?.stats();
+        let st = self.state(py)?;
+        st.engine()?;
+        let stats = st.stats.read();
         serde_json::to_string(&stats)
             .map_err(|e| ShardStreamError::new_err(format!("serialising stats: {e}")))
     }

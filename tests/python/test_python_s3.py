@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -111,6 +112,36 @@ def test_ctrl_c_interrupts_a_blocked_iteration(s3_dataset, tmp_path):
         assert "KeyboardInterrupt" in err
         assert proc.returncode != 0
         assert elapsed < 3, f"took {elapsed:.2f}s to react to SIGINT (a batch takes >= 4 s)"
+    finally:
+        slow.stop()
+
+
+def test_stats_answer_while_another_thread_waits_for_a_batch(s3_dataset):
+    _, _, data = s3_dataset
+    # Every request waits 1 s: the first batch needs a footer and a row group, >= 2 s.
+    slow = S3TestServer(data.dir.parent.parent, bucket="test-bucket", latency_ms=1000)
+    try:
+        loader = shardstream.Loader(
+            slow.url("ds/manifest.parquet"), batch_size=8, output="numpy", storage_options=slow.storage_options
+        )
+        waiting, got = threading.Event(), threading.Event()
+
+        def consume() -> None:
+            it = iter(loader)
+            waiting.set()
+            next(it)
+            got.set()
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        assert waiting.wait(10)
+        time.sleep(0.3)  # the consumer is now inside __next__, holding the engine
+        stats = loader.stats()
+        answered_first = not got.is_set()
+        consumer.join(30)
+        assert answered_first, "stats() waited for the batch another thread was waiting for"
+        assert stats["batches"] == 0
+        assert loader.stats()["batches"] == 1
     finally:
         slow.stop()
 
