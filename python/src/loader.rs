@@ -129,8 +129,9 @@ struct State {
     /// `None` after `close()`.
     engine: Option<Arc<Mutex<Engine>>>,
     /// The engine's counters, read without its lock: `__next__` holds that lock while it waits
-    /// for a batch, and a thread watching the loader must not wait with it.
-    stats: StatsHandle,
+    /// for a batch, and a thread watching the loader must not wait with it. Set and cleared
+    /// with `engine` (it holds the buffer pool, whose memory `close()` must free).
+    stats: Option<StatsHandle>,
     /// What the engine was built from (a resume state rebuilds it with `with_resume`).
     config: LoaderConfig,
     /// The engine reported the end of the batches of this epoch (or an error).
@@ -142,10 +143,23 @@ struct State {
 
 impl State {
     fn engine(&self) -> PyResult<Arc<Mutex<Engine>>> {
-        self.engine
-            .clone()
-            .ok_or_else(|| ShardStreamError::new_err("the Loader is closed; create a new one"))
+        self.engine.clone().ok_or_else(closed)
     }
+
+    fn set_engine(&mut self, engine: Engine) {
+        self.stats = Some(engine.stats_handle());
+        self.engine = Some(Arc::new(Mutex::new(engine)));
+    }
+
+    /// Detaches the engine (to be dropped without the GIL).
+    fn close(&mut self) -> Option<Arc<Mutex<Engine>>> {
+        self.stats = None;
+        self.engine.take()
+    }
+}
+
+fn closed() -> PyErr {
+    ShardStreamError::new_err("the Loader is closed; create a new one")
 }
 
 /// The native loader. Use `shardstream.Loader`, which builds it from friendlier arguments and
@@ -186,6 +200,7 @@ impl Drop for Loader {
             // A forked child: the engine's threads and locks belong to the parent.
             if let Ok(state) = self.state.get_mut() {
                 std::mem::forget(state.engine.take());
+                std::mem::forget(state.stats.take());
             }
         }
     }
@@ -375,18 +390,20 @@ impl Loader {
             config = config.with_resume(ResumeState::from_json(&text).map_err(to_pyerr)?);
         }
         let engine = open(py, config.clone())?;
+        let mut state = State {
+            engine: None,
+            stats: None,
+            config: LoaderConfig {
+                resume: None,
+                ..config
+            },
+            ended: false,
+            handed: 0,
+            next_index: 0,
+        };
+        state.set_engine(engine);
         Ok(Loader {
-            state: Mutex::new(State {
-                stats: engine.stats_handle(),
-                engine: Some(Arc::new(Mutex::new(engine))),
-                config: LoaderConfig {
-                    resume: None,
-                    ..config
-                },
-                ended: false,
-                handed: 0,
-                next_index: 0,
-            }),
+            state: Mutex::new(state),
             streams: streams.len(),
             pid: std::process::id(),
         })
@@ -542,8 +559,7 @@ impl Loader {
         // Opened before the old engine goes, so a state that does not fit leaves the loader as
         // it was. Nothing is fetched until the first batch, so the overlap costs little.
         let engine = open(py, config)?;
-        st.stats = engine.stats_handle();
-        st.engine = Some(Arc::new(Mutex::new(engine)));
+        st.set_engine(engine);
         st.handed = 0;
         st.next_index = 0;
         st.ended = false;
@@ -553,18 +569,15 @@ impl Loader {
     /// Counters since the loader was created (JSON text of the engine's `LoaderStats`). Answers
     /// at once, also while another thread waits in `__next__`.
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
-        let st = self.state(py)?;
-        st.engine()?;
-        let stats = st.stats.read();
+        let stats = self.state(py)?.stats.clone().ok_or_else(closed)?;
+        let stats = stats.read();
         serde_json::to_string(&stats)
             .map_err(|e| ShardStreamError::new_err(format!("serialising stats: {e}")))
     }
 
     /// Stops the pipeline and frees its memory; the loader cannot be used afterwards.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut st = self.state(py)?;
-        let engine = st.engine.take();
-        drop(st);
+        let engine = self.state(py)?.close();
         py.detach(move || drop(engine));
         Ok(())
     }

@@ -124,6 +124,9 @@ def test_closed_loader(ss_dataset):
     loader.close()
     with pytest.raises(shardstream.ShardStreamError, match="closed"):
         next(iter(loader))
+    # stats() reads no engine, but its handle (which holds the buffer pool) goes with close() too.
+    with pytest.raises(shardstream.ShardStreamError, match="closed"):
+        loader.stats()
 
 
 def test_state_is_small_json(ss_dataset):
