@@ -73,8 +73,9 @@ impl Counters {
 }
 
 /// Reads a loader's counters from any thread, independently of the loader (see
-/// [`crate::Loader::stats_handle`]). Cheap to clone; it keeps the counters, the buffer pool and
-/// the cache handle alive, not the pipeline.
+/// [`crate::Loader::stats_handle`]). Cheap to clone. It keeps the counters, the cache handle and
+/// the buffer pool alive (with the free buffers the pool retains), not the pipeline: drop it
+/// with the loader when that memory should go too.
 #[derive(Clone, Debug)]
 pub struct StatsHandle {
     counters: Arc<Counters>,
