@@ -76,6 +76,7 @@ def main() -> int:
                     print(
                         f"round {r} {source_name} {name}: {res['mb_per_s']:,.0f} MB/s, "
                         f"{res['cpu_s_per_gb']:.2f} CPU-s/GB (bare read {res['bare_read_mb_per_s']:,.0f}), "
+                        f"first batch {1e3 * res['ttfb_s']:.0f} ms, "
                         f"{res['stats']['requests']} GETs, hedges {res['stats']['hedges_fired']} fired / {res['stats']['hedges_won']} won",
                         flush=True,
                     )
@@ -85,7 +86,8 @@ def main() -> int:
     for (source_name, name), runs in results.items():
         mb = sorted(round(x["mb_per_s"]) for x in runs)
         cpu = statistics.median(x["cpu_s_per_gb"] for x in runs)
-        print(f"  {source_name:8} {name:12} {statistics.median(mb):7,.0f} MB/s {mb}  {cpu:.2f} CPU-s/GB")
+        ttfb = statistics.median(x["ttfb_s"] for x in runs)
+        print(f"  {source_name:8} {name:12} {statistics.median(mb):7,.0f} MB/s {mb}  {cpu:.2f} CPU-s/GB  first batch {1e3 * ttfb:.0f} ms")
     return 0
 
 

@@ -461,7 +461,9 @@ impl Producer {
         let mut planned = 0;
         // Until the first batch is out, it has the store to itself: units of later batches
         // would share its bandwidth and delay it (time to first batch), so plan nothing else.
-        let max = if self.started { max } else { 1 };
+        // (`work` calls this after every finished unit; the front batch, once planned, stays
+        // pending until it is out, so nothing more is planned before then.)
+        let max = if self.started { max } else { 0 };
         while self.next_k < self.plan.num_batches()
             && (self.pending.is_empty() || (self.charged < self.budget && planned < max))
         {

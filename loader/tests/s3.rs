@@ -84,3 +84,66 @@ fn loads_parquet_and_tar_from_s3() {
         other => panic!("expected ShardChanged, got {other}"),
     }
 }
+
+/// Until the first batch is out it has the store to itself: no GET for a later batch shares its
+/// bandwidth. With 300 ms per request and one shard per batch (unshuffled), the first batch needs
+/// its shard's footer and then its row groups; a loader that planned the next batch as soon as
+/// that footer came back would send the next shard's GETs while the first batch still waits.
+#[test]
+fn until_the_first_batch_is_out_only_its_reads_are_sent() {
+    use shardstream_loader::engine::NextBatch;
+    use shardstream_tests::s3::ServerConfig;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::start_with(
+        &dir.path().join("s3"),
+        ServerConfig {
+            latency: Duration::from_millis(300),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    server.create_bucket("bucket").unwrap();
+    let opts = server.storage_options();
+    // 4 shards of 150 rows in row groups of 50: a 150-sample batch is one shard, 3 row groups.
+    let cfg = synth("parquet", 600, 4, 50);
+    let local = dir.path().join("pq");
+    generate(&local, &cfg).unwrap();
+    let loc = Location::open("s3://bucket/pq", &opts).unwrap();
+    shard_index::runtime::block_on(upload_dir(loc.store.as_ref(), &local, "pq"))
+        .unwrap()
+        .unwrap();
+    let manifest = index("s3://bucket/pq", &opts);
+    assert_eq!(
+        manifest.row_groups(0).len(),
+        3,
+        "the layout this test assumes"
+    );
+
+    let c = LoaderConfig::from_manifest(manifest, 150)
+        .with_storage_options(opts)
+        .with_shuffle(false);
+    let mut loader = Loader::new(c).unwrap();
+    let stats = loader.stats_handle();
+    let started = Instant::now();
+    let mut most_while_waiting = 0;
+    let first = loop {
+        match loader.next_batch_within(Duration::from_millis(5)) {
+            NextBatch::Ready(batch) => break batch.unwrap(),
+            NextBatch::Pending => {
+                most_while_waiting = most_while_waiting.max(stats.read().requests);
+            }
+            NextBatch::End => panic!("the epoch ended before its first batch"),
+        }
+    };
+    // Footer, then row groups: at least two request latencies passed, so the wait was watched
+    // after the footer had come back.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(common::rows(&first).iter().all(|&(_, id, _)| id < 150));
+    // One footer GET and one GET per row group of shard 0, nothing for shard 1.
+    assert!(
+        (1..=4).contains(&most_while_waiting),
+        "{most_while_waiting} GETs before the first batch was out"
+    );
+}
