@@ -1,18 +1,28 @@
 """The S3 endpoints the benchmark reads from, all on 127.0.0.1.
 
 - :class:`S3TestServer` — the repo's ``s3-test-server`` (s3s + s3s-fs) over the bucket
-  directory. It answers LIST, and its etags are the ones manifests record. It is not what
+  directory. It answers LIST (the bench indexes through it) and reports the etags. It is not what
   loaders read from: s3s-fs spends ~1.5 of the machine's 2 cores to serve ~100-200 MB/s of
   whole objects and ~45 MB/s of 8 MiB range GETs (measured here, 64 MB objects), so it would
   cap every loader, and range readers most.
 - :class:`Nginx` — a foreground nginx with its own config in a temporary directory, which every
-  loader reads through: objects come from an inner server (sendfile, page cache speed) through
-  an outer one that (a) strips ``If-Match`` and answers with each object's s3s-fs etag, so a
-  manifest indexed over s3s-fs, and clients that pin reads to the etag they saw (shardstream,
-  s3transfer), read through nginx unchanged; (b) sends every request with a query string (LIST)
-  to s3s-fs; (c) with ``latency_ms`` waits that long before answering any request (the echo
-  module's non-blocking ``echo_sleep``); (d) logs every response's size, which gives each run's
-  bytes and requests fetched (read amplification).
+  loader reads through. It (a) serves GET and HEAD from the files itself (sendfile, page cache
+  speed), with its own etags and its own ``If-Match`` check; (b) sends every request with a
+  query string (LIST) to s3s-fs; (c) with ``latency_ms`` waits that long before answering any
+  request (the echo module's non-blocking ``echo_sleep``); (d) logs every response's size, which
+  gives each run's bytes and requests fetched (read amplification).
+
+One object version has one etag on both servers: before they serve, :func:`give_nginx_etags`
+stores nginx's etag of every file (``"<mtime>-<size>"`` in hex) as the etag s3s-fs reports for
+it. A client that pins its reads to an etag it saw (s3transfer's ranged GETs; a manifest that
+records etags) then reads through nginx, which checks ``If-Match`` itself and refuses (412) a
+file rewritten since, as a real store would. (s3s-fs lists no etags, so shard-index's manifests
+here pin shards by modification time, which nginx's ``Last-Modified`` matches.)
+
+nginx used to reach the files through a second nginx that the first proxied to, swapping the
+etags. That hop copied every byte twice more in user space (in from the inner server, out to
+the client): 18% of all samples in a ``perf record -a`` of a blobs/s3 read, on the two cores
+the loaders share with the server.
 
 Every server stops when the benchmark stops: ``s3-test-server`` serves until its stdin closes,
 and nginx runs in the foreground as our child.
@@ -20,6 +30,7 @@ and nginx runs in the foreground as our child.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -30,15 +41,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Optional
-
-
-# nginx takes each proxied response's 1 MiB buffers from malloc and frees them when the response
-# ends; glibc then gives the top of the heap back to the kernel (its trim threshold follows the
-# largest freed block, ~2 MiB) and the next response faults zeroed pages in again. Measured with
-# `perf record -a` over a blobs/s3 read: zeroing pages (`clear_page_erms`) in nginx was 6% of
-# the machine's CPU, taken from whichever loader was running. Keeping up to 256 MiB of freed heap
-# stops that (the workers inherit the setting from the master, which reads it at exec).
-NGINX_MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=268435456"
 
 
 def free_port() -> int:
@@ -88,86 +90,109 @@ class S3TestServer:
                 self.proc.wait()
 
 
-def s3_etags(endpoint: str, bucket: str, creds: Dict[str, str]) -> Dict[str, str]:
-    """Every object's etag as s3s-fs reports it: ``{key: '"hex"'}``."""
+def nginx_etag(path: Path) -> str:
+    """nginx's etag of a static file, unquoted: its mtime in seconds and its size, in hex
+    (``ngx_http_set_etag``)."""
+    st = path.stat()
+    return f"{int(st.st_mtime):x}-{st.st_size:x}"
+
+
+def give_nginx_etags(root: Path, bucket: str) -> int:
+    """Stores nginx's etag of every object under ``root/bucket`` as the etag s3s-fs reports for
+    it (s3s-fs 0.14 keeps an object's etag in ``root/.bucket-B.object-K.internal.json``, B and K
+    unpadded URL-safe base64); returns how many. Each metadata file is written whole (temp file,
+    rename). Without one, s3s-fs would hash the whole object for every HEAD and GET."""
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    bucket_dir = root / bucket
+    count = 0
+    for path in sorted(p for p in bucket_dir.rglob("*") if p.is_file()):
+        key = path.relative_to(bucket_dir).as_posix()
+        meta = root / f".bucket-{b64(bucket)}.object-{b64(key)}.internal.json"
+        info = json.loads(meta.read_text()) if meta.exists() else {}
+        tag = nginx_etag(path)
+        if info.get("e_tag") != tag:
+            info["e_tag"] = tag
+            tmp = meta.with_name(meta.name + ".tmp")
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, meta)
+        count += 1
+    return count
+
+
+def check_same_etags(base: "S3TestServer", nginx: "Nginx", root: Path, bucket: str) -> None:
+    """Raises unless s3s-fs (signed HEAD) and nginx (unsigned HEAD) give the first object the
+    same etag, the one :func:`give_nginx_etags` stored."""
+    import http.client
+
     import boto3
     from botocore.config import Config
 
+    bucket_dir = root / bucket
+    first = min((p for p in bucket_dir.rglob("*") if p.is_file()), default=None)
+    if first is None:
+        return
+    key = first.relative_to(bucket_dir).as_posix()
     client = boto3.client(
         "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=creds["access_key"],
-        aws_secret_access_key=creds["secret_key"],
-        region_name=creds["region"],
+        endpoint_url=base.endpoint,
+        aws_access_key_id=str(base.info["access_key"]),
+        aws_secret_access_key=str(base.info["secret_key"]),
+        region_name=str(base.info["region"]),
         config=Config(s3={"addressing_style": "path"}),
     )
-    out: Dict[str, str] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            # s3s-fs lists without etags; HEAD has them (as shard-index and the loader see them).
-            tag = obj.get("ETag") or client.head_object(Bucket=bucket, Key=obj["Key"]).get("ETag")
-            if tag:
-                out[obj["Key"]] = tag
-    return out
+    from_s3s = client.head_object(Bucket=bucket, Key=key).get("ETag")
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10)
+    try:
+        conn.request("HEAD", f"/{bucket}/{key}")
+        from_nginx = conn.getresponse().getheader("ETag")
+    finally:
+        conn.close()
+    want = f'"{nginx_etag(first)}"'
+    if not (from_s3s == from_nginx == want):
+        raise RuntimeError(
+            f"{key}: s3s-fs reports etag {from_s3s}, nginx {from_nginx}, expected {want}; "
+            "manifests indexed over s3s-fs would not read through nginx"
+        )
 
 
 _LOG_FORMAT = '$request_method $status $body_bytes_sent "$uri" $request_time'
 
 
 class Nginx:
-    """A foreground nginx on a free port; see the module docs for the two modes."""
+    """A foreground nginx on a free port serving ``root`` (see the module docs)."""
 
-    def __init__(
-        self,
-        root: Path,
-        upstream_port: int,
-        mode: str,
-        etags: Optional[Dict[str, str]] = None,
-        bucket: str = "",
-        latency_ms: int = 0,
-        workers: str = "auto",
-    ) -> None:
+    def __init__(self, root: Path, upstream_port: int, latency_ms: int = 0, workers: str = "auto") -> None:
         if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
             raise RuntimeError("nginx is not installed (apt-get install -y nginx-light)")
         self.binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
         self.port = free_port()
-        self.inner_port = free_port()
         self.log = self.dir / "access.log"
-        self.mode = mode
         (self.dir / "tmp").mkdir()
-        etag_map = ""
-        if mode == "static":
-            assert etags is not None
-            lines = [f'    "/{bucket}/{key}" \'{tag}\';' for key, tag in sorted(etags.items())]
-            etag_map = "  map $uri $s3etag {\n    default \"\";\n" + "\n".join(lines) + "\n  }\n"
+        # Files are served by nginx itself; only LIST (a query string) goes to s3s-fs.
+        # `proxy_pass` inside `if` is one of the uses nginx documents as safe.
+        serve = """
+      if ($args) {
+        proxy_pass http://s3s;
+      }"""
         load = ""
-        if mode == "static":
-            serve = """
-      proxy_pass http://$backend;
-      # proxy_set_header in a block drops the inherited ones: all of them here.
-      proxy_set_header Host $http_host;
-      proxy_set_header Connection "";
-      proxy_set_header If-Match "";
-      proxy_hide_header ETag;
-      add_header ETag $s3etag always;"""
-            if latency_ms:
-                # The echo module (a dependency of Debian's nginx-light) waits without blocking
-                # the worker, then hands the request on.
-                load = "load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;"
-                outer = f"""
+        if latency_ms:
+            # The echo module (a dependency of Debian's nginx-light) waits without blocking
+            # the worker, then hands the request on.
+            load = "load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;"
+            locations = f"""
     location / {{
       echo_sleep {latency_ms / 1000:.3f};
       echo_exec @serve;
     }}
     location @serve {{{serve}
     }}"""
-            else:
-                outer = f"""
+        else:
+            locations = f"""
     location / {{{serve}
     }}"""
-        else:
-            raise ValueError(f"unknown nginx mode {mode!r}")
         conf = f"""
 {load}
 worker_processes {workers};
@@ -187,33 +212,18 @@ http {{
   keepalive_requests 100000;
   keepalive_timeout 120s;
   types {{ }}
-  map_hash_bucket_size 512;
-  map_hash_max_size 65536;
   default_type application/octet-stream;
   upstream s3s {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-  upstream inner {{ server 127.0.0.1:{self.inner_port}; keepalive 64; }}
-  map $args $backend {{ "" inner; default s3s; }}
-{etag_map}
   proxy_http_version 1.1;
-  # Stream responses through memory only (no temp files), in 1 MiB buffers: with the 4-8 KiB
-  # defaults the proxy hop, not the server, limits throughput.
-  proxy_buffering on;
-  proxy_buffer_size 1m;
-  proxy_buffers 16 1m;
-  proxy_busy_buffers_size 2m;
-  proxy_max_temp_file_size 0;
-  proxy_request_buffering off;
+  proxy_set_header Host $http_host;
+  proxy_set_header Connection "";
   proxy_read_timeout 600s;
   server {{
     listen 127.0.0.1:{self.port};
     access_log {self.log} bench;
-    {outer}
-  }}
-  server {{
-    listen 127.0.0.1:{self.inner_port};
     root {root};
     output_buffers 2 1m;
-    location / {{ }}
+    {locations}
   }}
 }}
 """
@@ -223,7 +233,6 @@ http {{
             [self.binary, "-p", str(self.dir), "-c", str(self.conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "stderr.log", "w"),
-            env=dict(os.environ, GLIBC_TUNABLES=NGINX_MALLOC_TUNABLES),
         )
         try:
             wait_for_port(self.port, proc=self.proc)
@@ -327,14 +336,15 @@ def start_s3_sources(
     stoppers.append(base.stop)
     creds = {k: str(base.info[k]) for k in ("access_key", "secret_key", "region")}
     try:
-        etags = s3_etags(base.endpoint, bucket, creds)
+        give_nginx_etags(root, bucket)
         for name in names:
             m = re.fullmatch(r"s3(?:-(\d+)ms)?", name)
             if not m:
                 raise ValueError(f"unknown source {name!r} (local, s3, s3-<N>ms)")
             latency = int(m.group(1) or 0)
-            ng = Nginx(root, base.port, "static", etags=etags, bucket=bucket, latency_ms=latency, workers=nginx_workers)
+            ng = Nginx(root, base.port, latency_ms=latency, workers=nginx_workers)
             stoppers.append(ng.stop)
+            check_same_etags(base, ng, root, bucket)
             what = f"nginx (sendfile, page cache, worker_processes {nginx_workers})" + (
                 f", {latency} ms before every request" if latency else ""
             )
