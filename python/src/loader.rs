@@ -125,6 +125,25 @@ impl Extras {
     }
 }
 
+/// What `len()`, `.epoch` and `.columns` report, kept beside the engine so that reading them
+/// never waits for the engine's lock (see [`State::stats`]). Refreshed wherever the epoch can
+/// change: a new engine, `set_epoch`, and `__iter__` moving on to the next epoch.
+struct EngineInfo {
+    epoch: u64,
+    len: u64,
+    columns: Vec<String>,
+}
+
+impl EngineInfo {
+    fn of(engine: &Engine) -> Self {
+        EngineInfo {
+            epoch: engine.epoch(),
+            len: engine.len(),
+            columns: engine.columns().to_vec(),
+        }
+    }
+}
+
 struct State {
     /// `None` after `close()`.
     engine: Option<Arc<Mutex<Engine>>>,
@@ -132,6 +151,8 @@ struct State {
     /// for a batch, and a thread watching the loader must not wait with it. Set and cleared
     /// with `engine` (it holds the buffer pool, whose memory `close()` must free).
     stats: Option<StatsHandle>,
+    /// The engine's epoch, length and columns; `None` after `close()`.
+    info: Option<EngineInfo>,
     /// What the engine was built from (a resume state rebuilds it with `with_resume`).
     config: LoaderConfig,
     /// The engine reported the end of the batches of this epoch (or an error).
@@ -146,14 +167,20 @@ impl State {
         self.engine.clone().ok_or_else(closed)
     }
 
+    fn info(&self) -> PyResult<&EngineInfo> {
+        self.info.as_ref().ok_or_else(closed)
+    }
+
     fn set_engine(&mut self, engine: Engine) {
         self.stats = Some(engine.stats_handle());
+        self.info = Some(EngineInfo::of(&engine));
         self.engine = Some(Arc::new(Mutex::new(engine)));
     }
 
     /// Detaches the engine (to be dropped without the GIL).
     fn close(&mut self) -> Option<Arc<Mutex<Engine>>> {
         self.stats = None;
+        self.info = None;
         self.engine.take()
     }
 }
@@ -393,6 +420,7 @@ impl Loader {
         let mut state = State {
             engine: None,
             stats: None,
+            info: None,
             config: LoaderConfig {
                 resume: None,
                 ..config
@@ -421,6 +449,7 @@ impl Loader {
             if st.handed >= eng.len() {
                 let next = eng.epoch() + 1;
                 eng.set_epoch(next).map_err(to_pyerr)?;
+                st.info = Some(EngineInfo::of(&eng));
                 st.handed = 0;
                 st.next_index = 0;
                 st.ended = false;
@@ -484,17 +513,13 @@ impl Loader {
 
     /// Batches this loader yields in the current epoch (from its start or resume point).
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        let engine = self.state(py)?.engine()?;
-        let eng = lock_engine(py, &engine)?;
-        Ok(eng.len() as usize)
+        Ok(self.state(py)?.info()?.len as usize)
     }
 
     /// The current epoch.
     #[getter]
     fn epoch(&self, py: Python<'_>) -> PyResult<u64> {
-        let engine = self.state(py)?.engine()?;
-        let eng = lock_engine(py, &engine)?;
-        Ok(eng.epoch())
+        Ok(self.state(py)?.info()?.epoch)
     }
 
     /// Batches handed out in the current epoch.
@@ -506,9 +531,7 @@ impl Loader {
     /// The output columns (dataset columns, before `_lengths` / `_offsets` companions).
     #[getter]
     fn columns(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let engine = self.state(py)?.engine()?;
-        let eng = lock_engine(py, &engine)?;
-        Ok(eng.columns().to_vec())
+        Ok(self.state(py)?.info()?.columns.clone())
     }
 
     /// Switches to `epoch` from its start. Asking for the current epoch before any of its
@@ -524,6 +547,7 @@ impl Loader {
         }
         let mut eng = lock_engine(py, &engine)?;
         eng.set_epoch(epoch).map_err(to_pyerr)?;
+        st.info = Some(EngineInfo::of(&eng));
         st.handed = 0;
         st.next_index = 0;
         st.ended = false;
@@ -590,16 +614,12 @@ impl Loader {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let st = self.state(py)?;
-        let Some(engine) = st.engine.clone() else {
+        let Some(info) = &st.info else {
             return Ok("Loader(closed)".into());
         };
-        let eng = lock_engine(py, &engine)?;
         Ok(format!(
             "Loader(epoch={}, batches={}, handed={}, columns={:?})",
-            eng.epoch(),
-            eng.len(),
-            st.handed,
-            eng.columns()
+            info.epoch, info.len, st.handed, info.columns
         ))
     }
 }

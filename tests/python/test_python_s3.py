@@ -116,7 +116,7 @@ def test_ctrl_c_interrupts_a_blocked_iteration(s3_dataset, tmp_path):
         slow.stop()
 
 
-def test_stats_answer_while_another_thread_waits_for_a_batch(s3_dataset):
+def test_stats_and_shape_answer_while_another_thread_waits_for_a_batch(s3_dataset):
     _, _, data = s3_dataset
     # Every request waits 1 s: the first batch needs a footer and a row group, >= 2 s.
     slow = S3TestServer(data.dir.parent.parent, bucket="test-bucket", latency_ms=1000)
@@ -137,10 +137,14 @@ def test_stats_answer_while_another_thread_waits_for_a_batch(s3_dataset):
         assert waiting.wait(10)
         time.sleep(0.3)  # the consumer is now inside __next__, holding the engine
         stats = loader.stats()
+        length, epoch, columns, text = len(loader), loader.epoch, loader.columns, repr(loader)
         answered_first = not got.is_set()
         consumer.join(30)
-        assert answered_first, "stats() waited for the batch another thread was waiting for"
+        assert answered_first, "stats(), len(), .epoch, .columns or repr() waited for the batch another thread was waiting for"
         assert stats["batches"] == 0
+        assert (length, epoch) == (len(loader), 0) and length > 0
+        assert columns == loader.columns and "id" in columns
+        assert f"epoch=0, batches={length}" in text
         assert loader.stats()["batches"] == 1
     finally:
         slow.stop()
