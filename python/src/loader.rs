@@ -171,10 +171,19 @@ impl State {
         self.info.as_ref().ok_or_else(closed)
     }
 
+    /// Installs a new engine, at the start (or resume point) of its epoch.
     fn set_engine(&mut self, engine: Engine) {
         self.stats = Some(engine.stats_handle());
-        self.info = Some(EngineInfo::of(&engine));
+        self.epoch_started(&engine);
         self.engine = Some(Arc::new(Mutex::new(engine)));
+    }
+
+    /// The engine moved to an epoch's start (or resume point): nothing of it handed out yet.
+    fn epoch_started(&mut self, engine: &Engine) {
+        self.info = Some(EngineInfo::of(engine));
+        self.handed = 0;
+        self.next_index = 0;
+        self.ended = false;
     }
 
     /// Detaches the engine (to be dropped without the GIL).
@@ -449,10 +458,7 @@ impl Loader {
             if st.handed >= eng.len() {
                 let next = eng.epoch() + 1;
                 eng.set_epoch(next).map_err(to_pyerr)?;
-                st.info = Some(EngineInfo::of(&eng));
-                st.handed = 0;
-                st.next_index = 0;
-                st.ended = false;
+                st.epoch_started(&eng);
             } else if st.ended {
                 // After an error the engine's iterator ended; `iter()` re-arms it.
                 let _ = eng.iter();
@@ -547,10 +553,7 @@ impl Loader {
         }
         let mut eng = lock_engine(py, &engine)?;
         eng.set_epoch(epoch).map_err(to_pyerr)?;
-        st.info = Some(EngineInfo::of(&eng));
-        st.handed = 0;
-        st.next_index = 0;
-        st.ended = false;
+        st.epoch_started(&eng);
         Ok(())
     }
 
@@ -584,9 +587,6 @@ impl Loader {
         // it was. Nothing is fetched until the first batch, so the overlap costs little.
         let engine = open(py, config)?;
         st.set_engine(engine);
-        st.handed = 0;
-        st.next_index = 0;
-        st.ended = false;
         Ok(())
     }
 
