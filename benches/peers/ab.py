@@ -77,7 +77,8 @@ def main() -> int:
                         f"round {r} {source_name} {name}: {res['mb_per_s']:,.0f} MB/s, "
                         f"{res['cpu_s_per_gb']:.2f} CPU-s/GB (bare read {res['bare_read_mb_per_s']:,.0f}), "
                         f"first batch {1e3 * res['ttfb_s']:.0f} ms, "
-                        f"{res['stats']['requests']} GETs, hedges {res['stats']['hedges_fired']} fired / {res['stats']['hedges_won']} won",
+                        f"{res['stats']['requests']} GETs, hedges {res['stats']['hedges_fired']} fired / {res['stats']['hedges_won']} won, "
+                        f"bodies at once at the end {res['stats'].get('transfer_limit', '-')}",
                         flush=True,
                     )
     finally:

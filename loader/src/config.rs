@@ -232,6 +232,11 @@ pub struct LoaderConfig {
     /// percentile of recent GETs gets a duplicate, and the first answer wins. Only sent when
     /// the adaptive concurrency limit has room.
     pub hedge: bool,
+    /// Read answered response bodies a few at a time, in the order their headers came, as many
+    /// at once as add throughput (default true; see `fetch::transfers`), so units arrive in the
+    /// order they are needed instead of all together at the end of a burst. Off: every
+    /// answered body is read at once.
+    pub adaptive_transfers: bool,
 }
 
 impl LoaderConfig {
@@ -275,6 +280,7 @@ impl LoaderConfig {
             fetch_attempts: DEFAULT_FETCH_ATTEMPTS,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             hedge: true,
+            adaptive_transfers: true,
         }
         .with_stream(manifest, Mix::Repeat(1.0))
     }
@@ -513,6 +519,11 @@ impl LoaderConfig {
 
     pub fn with_hedge(mut self, hedge: bool) -> Self {
         self.hedge = hedge;
+        self
+    }
+
+    pub fn with_adaptive_transfers(mut self, on: bool) -> Self {
+        self.adaptive_transfers = on;
         self
     }
 

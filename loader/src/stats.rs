@@ -37,6 +37,8 @@ pub(crate) struct Counters {
     /// Gauges: the AIMD request limit now, and the lowest it has been.
     pub concurrency_limit: AtomicU64,
     pub concurrency_limit_min: AtomicU64,
+    /// Gauge: response bodies read at once now (0: no limit).
+    pub transfer_limit: AtomicU64,
     pub units_loaded: AtomicU64,
     pub units_reread: AtomicU64,
     pub bytes_decoded: AtomicU64,
@@ -139,6 +141,9 @@ pub struct LoaderStats {
     /// The adaptive (AIMD) cap on GETs in flight now, and the lowest it has been.
     pub concurrency_limit: u64,
     pub concurrency_limit_min: u64,
+    /// Answered bodies read at once now, as the adaptive transfer limit chose it (0 when
+    /// `adaptive_transfers` is off; see `fetch::transfers`).
+    pub transfer_limit: u64,
     /// Units fetched and decoded.
     pub units_loaded: u64,
     /// Units loaded again because a later batch needed them after they left the look-ahead.
@@ -198,6 +203,7 @@ impl LoaderStats {
             hedges_won: load(&c.hedges_won),
             concurrency_limit: load(&c.concurrency_limit),
             concurrency_limit_min: load(&c.concurrency_limit_min),
+            transfer_limit: load(&c.transfer_limit),
             units_loaded: load(&c.units_loaded),
             units_reread: load(&c.units_reread),
             bytes_decoded: load(&c.bytes_decoded),

@@ -11,7 +11,9 @@
 //!   (`SO_LINGER` 0);
 //! - **truncate**: the headers (full `Content-Length`) and part of the body, then a clean close;
 //! - **stall**: the connection goes silent forever — before the headers or halfway through the
-//!   body (alternately).
+//!   body (alternately);
+//! - **body rate**: every response body paced to at most so many bytes per second, as one S3
+//!   connection carries tens of MB/s however fast the link is.
 //!
 //! # Deterministic schedule
 //!
@@ -67,6 +69,8 @@ pub struct FaultSpec {
     pub truncate: f64,
     /// Go silent forever (before the headers or mid-body).
     pub stall: f64,
+    /// Most bytes per second of each response body (`None`: as fast as the upstream sends).
+    pub body_rate: Option<u64>,
 }
 
 /// Heavy-tailed delay: `scale / U^(1/alpha)` for uniform `U`, at most `cap`. With `alpha`
@@ -98,8 +102,9 @@ impl FaultSpec {
     }
 }
 
-/// `seed=7,latency=5ms,tail=2ms:1.5:2s,slowdown=0.05,reset=0.02,truncate=0.02,stall=0.01`
-/// (any subset; durations take `us`, `ms` or `s`; `tail=SCALE:ALPHA[:CAP]`, cap 5 s by default).
+/// `seed=7,latency=5ms,tail=2ms:1.5:2s,slowdown=0.05,reset=0.02,truncate=0.02,stall=0.01,body_rate=20M`
+/// (any subset; durations take `us`, `ms` or `s`; `tail=SCALE:ALPHA[:CAP]`, cap 5 s by default;
+/// `body_rate` is bytes per second, with an optional `k` or `M` for 10³ or 10⁶).
 impl FromStr for FaultSpec {
     type Err = anyhow::Error;
 
@@ -140,7 +145,8 @@ impl FromStr for FaultSpec {
                 "reset" => spec.reset = prob(v)?,
                 "truncate" => spec.truncate = prob(v)?,
                 "stall" => spec.stall = prob(v)?,
-                other => bail!("unknown fault {other:?} (seed, latency, tail, slowdown, reset, truncate, stall)"),
+                "body_rate" => spec.body_rate = Some(parse_rate(v)?),
+                other => bail!("unknown fault {other:?} (seed, latency, tail, slowdown, reset, truncate, stall, body_rate)"),
             }
         }
         if spec.slowdown + spec.reset + spec.truncate + spec.stall > 1.0 + 1e-9 {
@@ -148,6 +154,23 @@ impl FromStr for FaultSpec {
         }
         Ok(spec)
     }
+}
+
+fn parse_rate(v: &str) -> Result<u64> {
+    let (num, scale) = match v.trim().strip_suffix('M') {
+        Some(n) => (n, 1e6),
+        None => v
+            .trim()
+            .strip_suffix('k')
+            .map_or((v.trim(), 1.0), |n| (n, 1e3)),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("body_rate {v:?} (e.g. 20M)"))?;
+    if !n.is_finite() || n * scale < 1.0 {
+        bail!("body_rate {v:?} must be at least one byte per second");
+    }
+    Ok((n * scale) as u64)
 }
 
 fn parse_duration(v: &str) -> Result<Duration> {
@@ -394,6 +417,17 @@ async fn serve_connection(socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.set_nodelay(true);
     // The descriptor, to turn a close into a reset when that is the fault.
     let fd = socket.as_raw_fd();
+    let paced = shared
+        .spec
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .body_rate
+        .is_some();
+    if paced {
+        // A paced body that the client does not read must stall, as it would on a real network:
+        // the loopback send buffer would otherwise grow to megabytes and take the whole body.
+        set_send_buffer(fd, 64 << 10);
+    }
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(req, shared, fd).await) }
@@ -470,6 +504,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, fd: i32) -> Respons
         sent: 0,
         cut_at: cut,
         mode,
+        pace: shared
+            .spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .body_rate
+            .map(Pace::new),
+        held: None,
     };
     Response::from_parts(parts, body.boxed())
 }
@@ -501,6 +542,21 @@ async fn forward(req: Request<Incoming>, upstream: SocketAddr) -> Result<Respons
     Ok(sender.send_request(req).await?)
 }
 
+/// Fixes the socket's send buffer at `bytes` (the kernel doubles it for bookkeeping).
+fn set_send_buffer(fd: i32, bytes: libc::c_int) {
+    // SAFETY: `fd` is the connection's open socket; setsockopt reads `bytes` only during the
+    // call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::addr_of!(bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Makes the next close of the socket a TCP reset instead of a FIN.
 fn set_linger_zero(fd: i32) {
     let linger = libc::linger {
@@ -528,12 +584,53 @@ enum Cut {
 }
 
 /// The upstream body, passed through until `cut_at` bytes, then ended early, failed (which
-/// makes hyper drop the connection) or left hanging.
+/// makes hyper drop the connection) or left hanging; paced, if `pace` says so.
 struct FaultBody {
     inner: Incoming,
     sent: u64,
     cut_at: Option<u64>,
     mode: Cut,
+    pace: Option<Pace>,
+    /// Upstream bytes not yet sent (a paced body sends [`Pace::FRAME`] bytes at a time).
+    held: Option<Bytes>,
+}
+
+/// A body's pacing: each frame of `n` bytes leaves `n / rate` seconds after the one before,
+/// or later. Time the reader spent not reading earns no credit (as on a real connection, where
+/// the sender's window does not grow while the receiver sleeps), so a body left waiting is not
+/// then sent at full speed.
+struct Pace {
+    rate: u64,
+    next: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Pace {
+    /// Bytes per frame of a paced body: small enough that pacing is smooth at a few MB/s.
+    const FRAME: usize = 16 << 10;
+
+    fn new(rate: u64) -> Pace {
+        Pace {
+            rate: rate.max(1),
+            next: tokio::time::Instant::now(),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+
+    /// Ready once the next frame may leave.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.next <= tokio::time::Instant::now() {
+            return Poll::Ready(());
+        }
+        self.timer.as_mut().reset(self.next);
+        std::future::Future::poll(self.timer.as_mut(), cx)
+    }
+
+    /// A frame of `n` bytes left now.
+    fn sent(&mut self, n: usize) {
+        let now = tokio::time::Instant::now();
+        self.next = self.next.max(now) + Duration::from_secs_f64(n as f64 / self.rate as f64);
+    }
 }
 
 impl Body for FaultBody {
@@ -554,31 +651,43 @@ impl Body for FaultBody {
                 };
             }
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(Some(Ok(frame))) => {
-                let frame = match frame.into_data() {
-                    Ok(mut data) => {
-                        if let Some(cut) = self.cut_at {
-                            let room = (cut - self.sent) as usize;
-                            if data.len() > room {
-                                data.truncate(room);
-                            }
-                        }
-                        self.sent += data.len() as u64;
-                        Frame::data(data)
-                    }
-                    Err(frame) => frame,
-                };
-                Poll::Ready(Some(Ok(frame)))
+        if let Some(pace) = self.pace.as_mut() {
+            if pace.poll_ready(cx).is_pending() {
+                return Poll::Pending;
             }
         }
+        let data = match self.held.take() {
+            Some(data) => data,
+            None => match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            },
+        };
+        let mut data = data;
+        if self.pace.is_some() && data.len() > Pace::FRAME {
+            self.held = Some(data.split_off(Pace::FRAME));
+        }
+        if let Some(cut) = self.cut_at {
+            let room = (cut - self.sent) as usize;
+            if data.len() > room {
+                data.truncate(room);
+                self.held = None;
+            }
+        }
+        self.sent += data.len() as u64;
+        if let Some(pace) = self.pace.as_mut() {
+            pace.sent(data.len());
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.cut_at.is_none() && self.inner.is_end_stream()
+        self.cut_at.is_none() && self.held.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -604,6 +713,15 @@ mod tests {
         assert!("slowdown=2".parse::<FaultSpec>().is_err());
         assert!("slowdown=0.6,reset=0.6".parse::<FaultSpec>().is_err());
         assert!("bogus=1".parse::<FaultSpec>().is_err());
+        assert_eq!(
+            "body_rate=2.5M".parse::<FaultSpec>().unwrap().body_rate,
+            Some(2_500_000)
+        );
+        assert_eq!(
+            "body_rate=300k".parse::<FaultSpec>().unwrap().body_rate,
+            Some(300_000)
+        );
+        assert!("body_rate=0".parse::<FaultSpec>().is_err());
         assert_eq!("".parse::<FaultSpec>().unwrap(), FaultSpec::none());
     }
 

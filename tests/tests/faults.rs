@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use shard_index::synth::SynthConfig;
 use shardstream_loader::{Error, Loader, LoaderConfig};
 use shardstream_tests::fault::{FaultSpec, FaultStats, Pareto};
 use shardstream_tests::reliability::{deliver, synth_config, Delivery, S3Dataset, Tally};
@@ -387,4 +388,45 @@ fn a_shard_deleted_mid_epoch_is_an_error_naming_it() {
 #[test]
 fn a_shard_overwritten_mid_epoch_is_an_error_naming_it() {
     changed_mid_epoch(true);
+}
+
+/// Where each connection is slow (S3 gives one connection tens of MB/s however fast the link),
+/// every body read at once adds throughput, so the adaptive transfer limit must grow from its
+/// few bodies at once to one per unit in flight. Stuck at its start, it would leave most
+/// answered bodies waiting while their connections idle. (A controller that never keeps a
+/// doubling ends this test at 4.)
+#[test]
+fn bodies_read_at_once_grow_where_each_connection_is_slow() {
+    let stats = within(Duration::from_secs(60), || {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = SynthConfig {
+            tokens_min: 4096,
+            tokens_max: 4096,
+            ..synth_config("tar", 2048, 32)
+        };
+        let ds = S3Dataset::create(dir.path(), synth).unwrap();
+        // 2 MB/s per body: each 1.1 MB shard takes over half a second.
+        let slow = FaultSpec {
+            body_rate: Some(2_000_000),
+            ..spec(12)
+        };
+        let proxy = ds.proxy(slow).unwrap();
+        let config = ds
+            .config(proxy.storage_options(), 16)
+            .with_io_concurrency(16)
+            .with_prefetch_bytes(64 << 20)
+            .with_hedge(false);
+        let mut loader = Loader::new(config).unwrap();
+        let d = deliver(&mut loader, &ds.synth, Duration::ZERO);
+        assert!(d.error.is_none(), "{:?}", d.error);
+        assert!(d.corrupt.is_empty(), "{:?}", d.corrupt);
+        let mut ids = d.ids.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..2048).collect::<Vec<u64>>(), "every sample once");
+        d.stats
+    });
+    assert!(
+        stats.transfer_limit >= 16,
+        "one body per unit in flight (16) should be read at once: {stats:?}"
+    );
 }

@@ -80,6 +80,9 @@ struct ReadArgs {
     /// Never send a duplicate of a slow GET (the loader's `hedge = false`).
     #[arg(long)]
     no_hedge: bool,
+    /// Read every answered body at once (the loader's `adaptive_transfers = false`).
+    #[arg(long)]
+    no_adaptive_transfers: bool,
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_kv)]
     storage_options: Vec<(String, String)>,
     #[arg(long, default_value_t = 0)]
@@ -330,7 +333,9 @@ fn read(a: ReadArgs) -> Result<()> {
         config = config.with_range_split_bytes(b);
     }
     config.plain_fast_path = !a.no_fast_path;
-    config = config.with_hedge(!a.no_hedge);
+    config = config
+        .with_hedge(!a.no_hedge)
+        .with_adaptive_transfers(!a.no_adaptive_transfers);
     if let Some(n) = a.collate_threads {
         config = config.with_collate_threads(n);
     }
@@ -381,6 +386,7 @@ fn read(a: ReadArgs) -> Result<()> {
         "io_concurrency": config_io_concurrency,
         "range_split_bytes": config_range_split_bytes,
         "hedge": !a.no_hedge,
+        "adaptive_transfers": !a.no_adaptive_transfers,
         "step_us": a.step_us,
         "first_batch_fetched_mb": mb(first_batch_fetched),
         "batches": batches,

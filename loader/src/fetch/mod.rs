@@ -25,8 +25,14 @@
 //!   were hedged so far, a duplicate is sent; the first response wins and the other is dropped
 //!   (`hedge = false` turns this off).
 //!
-//! Retries, timeouts, throttled answers, hedges fired and won, and the concurrency limit are
-//! counted in [`crate::LoaderStats`].
+//! - **Bodies a few at a time** ([`transfers`]): an answered GET waits at a FIFO gate before
+//!   its body is read, so units arrive in the order they are needed instead of all together at
+//!   the end of a burst; how many bodies pass at once is found by probing throughput, from a
+//!   few on a link one connection can fill up to every GET in flight where each connection is
+//!   slow (`adaptive_transfers = false` reads every body at once).
+//!
+//! Retries, timeouts, throttled answers, hedges fired and won, the concurrency limit and the
+//! transfer limit are counted in [`crate::LoaderStats`].
 //!
 //! # Split ranges
 //!
@@ -55,6 +61,7 @@
 pub(crate) mod adaptive;
 pub(crate) mod hedge;
 pub(crate) mod retry;
+pub(crate) mod transfers;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -76,6 +83,7 @@ use crate::{Error, Result};
 use adaptive::{Limiter, Permit};
 use hedge::{HedgeBudget, LatencyTracker};
 use retry::Class;
+use transfers::{Transfer, TransferGate};
 
 /// One shard as the manifest describes it, and where to read it.
 #[derive(Clone, Debug)]
@@ -108,6 +116,9 @@ pub struct FetchPolicy {
     /// Reads at least twice this long are split into concurrent ranged GETs of at least this
     /// size (and under twice it).
     pub range_split_bytes: u64,
+    /// Read answered bodies a few at a time, as many as add throughput ([`transfers`]), rather
+    /// than all at once.
+    pub adaptive_transfers: bool,
 }
 
 impl FetchPolicy {
@@ -118,6 +129,7 @@ impl FetchPolicy {
             hedge: c.hedge,
             max_requests: c.io_concurrency.saturating_mul(2).clamp(1, 1024),
             range_split_bytes: c.range_split_bytes.max(1),
+            adaptive_transfers: c.adaptive_transfers,
         }
     }
 }
@@ -134,6 +146,8 @@ pub struct Fetcher {
     cache: Option<DiskCache>,
     policy: FetchPolicy,
     limiter: Arc<Limiter>,
+    /// `None` without `adaptive_transfers`: every answered body is read at once.
+    transfers: Option<Arc<TransferGate>>,
     latency: LatencyTracker,
     hedges: HedgeBudget,
 }
@@ -150,6 +164,13 @@ impl Fetcher {
         counters
             .concurrency_limit_min
             .store(limit, Ordering::Relaxed);
+        let transfers = policy
+            .adaptive_transfers
+            .then(|| TransferGate::new(policy.max_requests));
+        let transfer_limit = transfers.as_ref().map_or(0, |g| g.limit());
+        counters
+            .transfer_limit
+            .store(transfer_limit, Ordering::Relaxed);
         Fetcher {
             counters,
             cache,
@@ -158,6 +179,7 @@ impl Fetcher {
                 ..policy
             },
             limiter,
+            transfers,
             latency: LatencyTracker::default(),
             hedges: HedgeBudget::default(),
         }
@@ -368,7 +390,9 @@ impl Fetcher {
         })
     }
 
-    /// Reads a response body, each chunk within `request_timeout`, and checks its length.
+    /// Reads a response body, each chunk within `request_timeout`, and checks its length. It
+    /// first waits its turn at the transfer gate, if there is one; `request_timeout` starts
+    /// after that.
     async fn read_body(&self, obj: &ShardObject, head: Head) -> Result<Vec<Bytes>> {
         let Head {
             result,
@@ -376,7 +400,19 @@ impl Fetcher {
             started,
             _permit,
         } = head;
-        let r = self.collect_body(obj, result, expected).await;
+        let transfer = match &self.transfers {
+            Some(gate) => Some(gate.enter().await),
+            None => None,
+        };
+        let r = self
+            .collect_body(obj, result, expected, transfer.as_ref())
+            .await;
+        drop(transfer);
+        if let Some(gate) = &self.transfers {
+            self.counters
+                .transfer_limit
+                .store(gate.limit(), Ordering::Relaxed);
+        }
         match &r {
             Ok(_) => self.feedback_ok(),
             Err(e) => self.feedback(e, started),
@@ -389,6 +425,7 @@ impl Fetcher {
         obj: &ShardObject,
         result: GetResult,
         expected: u64,
+        transfer: Option<&Transfer>,
     ) -> Result<Vec<Bytes>> {
         let timeout = self.policy.request_timeout;
         let mut stream = result.into_stream();
@@ -401,6 +438,9 @@ impl Fetcher {
                 Ok(Some(c)) => c.map_err(|e| store_error(obj, e))?,
             };
             got += chunk.len() as u64;
+            if let Some(t) = transfer {
+                t.carried(chunk.len());
+            }
             if got > expected {
                 break;
             }
