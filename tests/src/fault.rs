@@ -544,17 +544,7 @@ async fn forward(req: Request<Incoming>, upstream: SocketAddr) -> Result<Respons
 
 /// Fixes the socket's send buffer at `bytes` (the kernel doubles it for bookkeeping).
 fn set_send_buffer(fd: i32, bytes: libc::c_int) {
-    // SAFETY: `fd` is the connection's open socket; setsockopt reads `bytes` only during the
-    // call.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            std::ptr::addr_of!(bytes).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_socket_option(fd, libc::SO_SNDBUF, &bytes);
 }
 
 /// Makes the next close of the socket a TCP reset instead of a FIN.
@@ -563,15 +553,22 @@ fn set_linger_zero(fd: i32) {
         l_onoff: 1,
         l_linger: 0,
     };
+    set_socket_option(fd, libc::SO_LINGER, &linger);
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`, best effort (a fault that cannot be set up only
+/// makes the fault milder).
+fn set_socket_option<T>(fd: i32, name: libc::c_int, value: &T) {
     // SAFETY: `fd` is the connection's socket, open for as long as the connection's service
-    // (which calls this) runs; setsockopt reads `linger` only during the call.
+    // (which calls this) runs; setsockopt reads `size_of::<T>()` bytes of `value` only during
+    // the call.
     unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::addr_of!(linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         );
     }
 }

@@ -634,7 +634,8 @@ mod tests {
         (Fetcher::new(c.clone(), None, FetchPolicy::default()), c)
     }
 
-    fn rt() -> tokio::runtime::Runtime {
+    /// A single-threaded runtime for async tests (the transfer gate's too).
+    pub(in crate::fetch) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -349,6 +349,7 @@ impl TransferGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::tests::rt;
 
     /// Runs the controller against a link model for `windows` windows; the limits it chose.
     fn climb(max: usize, windows: usize, link: impl Fn(usize, usize) -> f64) -> Vec<usize> {
@@ -425,19 +426,17 @@ mod tests {
         assert_eq!(c.on_window(1.0), 3);
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+    /// A new gate, and transfers holding all of its slots.
+    async fn full_gate() -> (Arc<TransferGate>, Vec<Transfer>) {
+        let gate = TransferGate::new(64);
+        let held = futures::future::join_all((0..START).map(|_| gate.enter())).await;
+        (gate, held)
     }
 
     #[test]
     fn bodies_enter_in_arrival_order_at_most_limit_at_once() {
         rt().block_on(async {
-            let gate = TransferGate::new(64);
-            let held: Vec<Transfer> =
-                futures::future::join_all((0..START).map(|_| gate.enter())).await;
+            let (gate, held) = full_gate().await;
             let order = Arc::new(Mutex::new(Vec::new()));
             let mut waiters = Vec::new();
             for i in 0..6 {
@@ -466,9 +465,7 @@ mod tests {
     #[test]
     fn abandoned_waits_leave_no_trace_and_shrinking_retires_slots_as_they_return() {
         rt().block_on(async {
-            let gate = TransferGate::new(64);
-            let held: Vec<Transfer> =
-                futures::future::join_all((0..START).map(|_| gate.enter())).await;
+            let (gate, held) = full_gate().await;
             let wait = tokio::time::timeout(Duration::from_millis(5), gate.enter()).await;
             assert!(wait.is_err());
             assert_eq!(gate.lock().waiting, 0);
