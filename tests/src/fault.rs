@@ -241,6 +241,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The pace of response bodies now (see [`FaultSpec::body_rate`]).
+    fn body_rate(&self) -> Option<u64> {
+        self.spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .body_rate
+    }
+
     /// The fault and delay for the next request with this identity.
     fn decide(&self, identity: &str, is_get: bool) -> (Fault, Duration) {
         let spec = self.spec.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -417,13 +425,7 @@ async fn serve_connection(socket: TcpStream, shared: Arc<Shared>) {
     let _ = socket.set_nodelay(true);
     // The descriptor, to turn a close into a reset when that is the fault.
     let fd = socket.as_raw_fd();
-    let paced = shared
-        .spec
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .body_rate
-        .is_some();
-    if paced {
+    if shared.body_rate().is_some() {
         // A paced body that the client does not read must stall, as it would on a real network:
         // the loopback send buffer would otherwise grow to megabytes and take the whole body.
         set_send_buffer(fd, 64 << 10);
@@ -504,12 +506,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, fd: i32) -> Respons
         sent: 0,
         cut_at: cut,
         mode,
-        pace: shared
-            .spec
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .body_rate
-            .map(Pace::new),
+        pace: shared.body_rate().map(Pace::new),
         held: None,
     };
     Response::from_parts(parts, body.boxed())
@@ -653,7 +650,7 @@ impl Body for FaultBody {
                 return Poll::Pending;
             }
         }
-        let data = match self.held.take() {
+        let mut data = match self.held.take() {
             Some(data) => data,
             None => match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -665,7 +662,6 @@ impl Body for FaultBody {
                 },
             },
         };
-        let mut data = data;
         if self.pace.is_some() && data.len() > Pace::FRAME {
             self.held = Some(data.split_off(Pace::FRAME));
         }
