@@ -39,6 +39,8 @@ pub(crate) struct Counters {
     pub concurrency_limit_min: AtomicU64,
     /// Gauge: response bodies read at once now (0: no limit).
     pub transfer_limit: AtomicU64,
+    /// Gauge: the most units fetching at once so far.
+    pub units_fetching_peak: AtomicU64,
     pub units_loaded: AtomicU64,
     pub units_reread: AtomicU64,
     pub bytes_decoded: AtomicU64,
@@ -144,6 +146,9 @@ pub struct LoaderStats {
     /// Answered bodies read at once now, as the adaptive transfer limit chose it (0 when
     /// `adaptive_transfers` is off; see `fetch::transfers`).
     pub transfer_limit: u64,
+    /// The most units that were fetching at once: up to `io_concurrency`, or
+    /// [`crate::config::LOCAL_IO_CONCURRENCY`] when every shard is a local file read in place.
+    pub units_fetching_peak: u64,
     /// Units fetched and decoded.
     pub units_loaded: u64,
     /// Units loaded again because a later batch needed them after they left the look-ahead.
@@ -204,6 +209,7 @@ impl LoaderStats {
             concurrency_limit: load(&c.concurrency_limit),
             concurrency_limit_min: load(&c.concurrency_limit_min),
             transfer_limit: load(&c.transfer_limit),
+            units_fetching_peak: load(&c.units_fetching_peak),
             units_loaded: load(&c.units_loaded),
             units_reread: load(&c.units_reread),
             bytes_decoded: load(&c.bytes_decoded),

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{assert_exactly_once, check_batch, config, dataset, read_epoch, synth};
 use shardstream_loader::collate::Column;
-use shardstream_loader::config::{ListMode, LoaderConfig, Mix, PinMemory, Window};
+use shardstream_loader::config::{
+    ListMode, LoaderConfig, Mix, PinMemory, Window, LOCAL_IO_CONCURRENCY,
+};
 use shardstream_loader::engine::Loader;
 use shardstream_loader::pinned::MemoryKind;
 use shardstream_loader::{Error, NextBatch};
@@ -183,6 +185,37 @@ fn order_does_not_depend_on_cache_concurrency_or_budget() {
             Some(r) => assert!(r == &seq, "{name} changed the order"),
         }
     }
+}
+
+#[test]
+fn local_files_are_fetched_a_few_units_at_a_time() {
+    // 75 row groups, all inside one shuffle window and the budget: the producer asks for all
+    // of them right after the first batch.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth("parquet", 3000, 8, 40);
+    let m = dataset(dir.path(), &cfg);
+    let base = || {
+        config(&m, 24)
+            .with_window(Window::Samples(3000))
+            .with_prefetch_bytes(256 << 20)
+            .with_io_concurrency(32)
+    };
+    // Mapped in place: no latency to hide, so at most LOCAL_IO_CONCURRENCY at once.
+    let mut loader = Loader::new(base()).unwrap();
+    read_epoch(&mut loader, &cfg);
+    let peak = loader.stats().units_fetching_peak;
+    assert!(
+        (1..=LOCAL_IO_CONCURRENCY as u64).contains(&peak),
+        "local files: {peak} units fetching at once"
+    );
+    // Through the cache the same files are copied, and `io_concurrency` applies.
+    let mut loader = Loader::new(base().with_cache_dir(dir.path().join("cache"))).unwrap();
+    read_epoch(&mut loader, &cfg);
+    let peak = loader.stats().units_fetching_peak;
+    assert!(
+        peak > LOCAL_IO_CONCURRENCY as u64 && peak <= 32,
+        "through the cache: {peak} units fetching at once"
+    );
 }
 
 #[test]
