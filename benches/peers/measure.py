@@ -15,10 +15,13 @@ Two halves:
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Dict, List, Optional, Set
 
 import psutil
@@ -143,6 +146,22 @@ def bare_read_local(paths: List[str], block: int = 8 << 20) -> Dict[str, float]:
                 total += n
     wall = time.perf_counter() - t0
     return {"bytes": total, "wall_s": wall, "mb_per_s": total / wall / 1e6}
+
+
+def shuffled_copy_local(bench: Path, paths: List[str], sample_bytes: int, batch_size: int) -> Dict[str, float]:
+    """The shuffled-copy ceiling of these files (``shardstream-bench gather``): every
+    ``sample_bytes`` of them copied once into batches, shuffled as the loader's planner shuffles
+    (the loader's default window), by one thread per core, with nothing else a loader does. A
+    shuffled loader gathers 8 KiB samples from all over its window, and on some machines such
+    gathers run at half the speed per core of the bare read's sequential copy: this is what the
+    hardware allows a shuffled reader, measured side by side with the bare read."""
+    out = subprocess.run(
+        [str(bench), "gather", "--json", "--sample-bytes", str(sample_bytes), "--batch-size", str(batch_size), *paths],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
 
 
 def evict_from_page_cache(paths: List[str]) -> int:

@@ -46,6 +46,8 @@ def add_ratios(rows: List[Row]) -> None:
         r["vs_shardstream"] = sps / base if sps and base else None
         bare = r.get("bare_mb_per_s")
         r["vs_bare"] = r["mb_per_s"] / bare if r.get("mb_per_s") and bare else None
+        ceiling = r.get("shuffled_copy_mb_per_s")
+        r["vs_shuffled_copy"] = r["mb_per_s"] / ceiling if r.get("mb_per_s") and ceiling else None
 
 
 def goals(rows: List[Row]) -> List[Dict[str, Any]]:
@@ -66,6 +68,7 @@ def goals(rows: List[Row]) -> List[Dict[str, Any]]:
             "speedup_vs_best_peer": ss["samples_per_s"] / top["samples_per_s"],
             "meets_2x": ss["samples_per_s"] >= 2 * top["samples_per_s"],
             "vs_bare": ss.get("vs_bare"),
+            "vs_shuffled_copy": ss.get("vs_shuffled_copy"),
             "cpu_s_per_gb": ss.get("cpu_s_per_gb"),
             "leanest_peer": leanest["loader"] if leanest else None,
             "leanest_peer_cpu_s_per_gb": leanest["cpu_s_per_gb"] if leanest else None,
@@ -132,6 +135,23 @@ def markdown(rows: List[Row], meta: Dict[str, Any]) -> str:
         "read through read() by the process tree ÷ payload bytes; ᵐ the loader memory-maps local files "
         "and no per-process counter sees those reads.",
     ]
+    ceilings = {
+        (r["kind"], r["source"]): r
+        for r in rows
+        if r["loader"] == "shardstream" and r.get("shuffled_copy_mb_per_s") and r.get("shuffled_copy_passes_mb_per_s")
+    }
+    if ceilings:
+        notes.append(
+            "Shuffled-copy ceiling (MB/s, same run, beside each bare pass before a shardstream run): every sample's bytes "
+            "copied once into batches in the planner's shuffled order by one thread per core, nothing else a loader does "
+            "(`shardstream-bench gather`); shardstream's share of it: "
+            + "; ".join(
+                f"{k} {s}: {r['shuffled_copy_mb_per_s']:,.0f} (" + " / ".join(f"{x:,.0f}" for x in r["shuffled_copy_passes_mb_per_s"]) + f"), "
+                f"shardstream {_f(r.get('vs_shuffled_copy'), '.2f')}"
+                for (k, s), r in ceilings.items()
+            )
+            + "."
+        )
     pc = meta.get("page_cache") or {}
     if pc.get("mode") == "read-back":
         notes.append(

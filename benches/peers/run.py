@@ -392,6 +392,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 # run); the limit is their median. One 0.3 s pass has read anywhere from 5.2 to
                 # 6.9 GB/s on this machine, so a single pass moved the ratio more than any change.
                 bare_passes: List[float] = []
+                # Local, beside each bare pass before a shardstream run: the shuffled-copy
+                # ceiling of the same files (see measure.shuffled_copy_local).
+                gather_passes: List[float] = []
+
+                def shuffled_copy() -> float:
+                    return measure.shuffled_copy_local(a.bin_dir / "shardstream-bench", parquet_files, spec.sample_bytes, a.batch_size)["mb_per_s"]
+
                 first_row = len(rows)
                 if parquet_files:
                     if source.is_s3:
@@ -420,6 +427,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             warm = measure.bare_read_local([str(Path(paths[fmt]["dir"]) / f) for f in paths[fmt]["files"]])
                             if loader == "shardstream":
                                 bare_passes.append(warm["mb_per_s"])
+                                gather_passes.append(shuffled_copy())
                         cache_dir = Path(tempfile.mkdtemp(prefix="bench-peers-cache-", dir=cache_base))
                         job = {
                             "loader": loader,
@@ -448,6 +456,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         for i in range(a.shardstream_runs if loader == "shardstream" else 1):
                             if loader == "shardstream" and not source.is_s3 and i > 0:
                                 bare_passes.append(measure.bare_read_local(parquet_files)["mb_per_s"])
+                                gather_passes.append(shuffled_copy())
                             res = run_child(job, source, a.timeout)
                             runs.append(make_row(job, res, source, spec))
                         shutil.rmtree(cache_dir, ignore_errors=True)
@@ -459,6 +468,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         for r in rows[first_row:]:
                             r["bare_mb_per_s"] = bare["mb_per_s"] if bare else None
                             r["bare_passes_mb_per_s"] = list(bare_passes) or None
+                            r["shuffled_copy_mb_per_s"] = statistics.median(gather_passes) if gather_passes else None
+                            r["shuffled_copy_passes_mb_per_s"] = list(gather_passes) or None
                         if row.get("samples_per_s"):
                             log(
                                 f"{spec.name} {source_name} {loader} w={workers}: {row['samples_per_s']:,.0f} samples/s, "

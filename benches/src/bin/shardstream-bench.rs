@@ -22,7 +22,10 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use shard_index::indexer::{self, IndexOptions, Silent};
 use shard_index::manifest::Manifest;
+use shard_index::plan::Window;
 use shard_index::storage::{Location, StorageOptions};
+use shardstream_benches::gather::GatherOptions;
+use shardstream_loader::config::DEFAULT_WINDOW;
 use shardstream_loader::{Batch, BinaryMode, Column, Loader, LoaderConfig, PinMemory};
 use shardstream_tests::s3::{upload_dir, S3Server, ServerConfig};
 use std::io::Read;
@@ -46,6 +49,30 @@ struct Cli {
 enum Command {
     /// Read one epoch (shuffle on) and report throughput.
     Read(ReadArgs),
+    /// The shuffled-copy ceiling: copy every sample of some files into batches in a shuffled
+    /// order, with nothing else a loader does (see `shardstream_benches::gather`).
+    Gather(GatherArgs),
+}
+
+#[derive(clap::Args)]
+struct GatherArgs {
+    /// The files (mapped whole; every `--sample-bytes` of each is one sample).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[arg(long, default_value_t = 8192)]
+    sample_bytes: usize,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Copying threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Samples are shuffled within windows of this many bytes (default: the loader's window).
+    #[arg(long)]
+    window_bytes: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -155,7 +182,43 @@ fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Read(a) => read(a),
+        Command::Gather(a) => gather(a),
     }
+}
+
+fn gather(a: GatherArgs) -> Result<()> {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cpu = cpu_seconds();
+    let window_bytes = a.window_bytes.unwrap_or(match DEFAULT_WINDOW {
+        Window::Bytes(b) => b,
+        Window::Samples(n) => n.saturating_mul(a.sample_bytes as u64),
+    });
+    let options = GatherOptions {
+        sample_bytes: a.sample_bytes,
+        batch_samples: a.batch_size,
+        window_bytes,
+        threads,
+        seed: a.seed,
+    };
+    let g = shardstream_benches::gather::shuffled_copy(&a.files, &options)?;
+    let cpu_s_per_gb = (cpu_seconds() - cpu) / (g.bytes as f64 / 1e9);
+    if a.json {
+        let mut v = serde_json::to_value(&g)?;
+        v["cpu_s_per_gb"] = cpu_s_per_gb.into();
+        println!("{v}");
+    } else {
+        println!(
+            "shuffled copy: {:.0} MB/s ({} threads, {} B samples, {:.2} GB, {:.3} s, {cpu_s_per_gb:.3} CPU-s/GB incl. set-up)",
+            g.mb_per_s,
+            g.threads,
+            g.sample_bytes,
+            g.bytes as f64 / 1e9,
+            g.wall_s
+        );
+    }
+    Ok(())
 }
 
 /// User + system CPU seconds of this process so far.
