@@ -48,7 +48,10 @@ pub struct GatherOptions {
 }
 
 /// Copies every `sample_bytes` chunk of `files` once, shuffled, into batches; see the module
-/// docs.
+/// docs. An error if no file holds a whole sample.
+///
+/// # Panics
+/// If `sample_bytes`, `batch_samples` or `threads` is 0.
 pub fn shuffled_copy(files: &[PathBuf], o: &GatherOptions) -> std::io::Result<Gathered> {
     let (sample_bytes, batch_samples, threads) = (o.sample_bytes, o.batch_samples, o.threads);
     assert!(sample_bytes > 0 && batch_samples > 0 && threads > 0);
@@ -58,12 +61,19 @@ pub fn shuffled_copy(files: &[PathBuf], o: &GatherOptions) -> std::io::Result<Ga
         .collect::<std::io::Result<Vec<_>>>()?;
     let lens: Vec<usize> = maps.iter().map(|m| m.len()).collect();
     let samples = shuffled_samples(&lens, o);
+    if samples.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("no file holds a whole sample of {sample_bytes} bytes"),
+        ));
+    }
     let batches: Vec<&[(u32, u64)]> = samples.chunks(batch_samples).collect();
+    let batch_bytes = sample_bytes * batches[0].len();
 
     // Two buffers per thread, alternated, as a loader hands one batch on while filling the
     // next; written once here, so no fresh page is faulted in the timed loop.
     let buffers: Vec<[Vec<u8>; 2]> = (0..threads)
-        .map(|_| std::array::from_fn(|_| vec![1u8; sample_bytes * batch_samples]))
+        .map(|_| std::array::from_fn(|_| vec![1u8; batch_bytes]))
         .collect();
 
     // Mapping, the permutation and the buffers are set-up, left out of the time; faults on
@@ -142,11 +152,14 @@ impl SplitMix64 {
     }
 }
 
+/// Maps `path` whole; errors name the file.
 fn map(path: &Path) -> std::io::Result<Mmap> {
-    let file = File::open(path)?;
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let file = File::open(path).map_err(named)?;
     // SAFETY: a read-only mapping of a file this benchmark only reads; nothing truncates the
     // benchmark's dataset while it runs.
-    unsafe { Mmap::map(&file) }
+    unsafe { Mmap::map(&file) }.map_err(named)
 }
 
 #[cfg(test)]
@@ -213,5 +226,14 @@ mod tests {
             .collect();
         let g = shuffled_copy(&files, &o).unwrap();
         assert_eq!(g.bytes, 13 * 1024);
+        let too_large = GatherOptions {
+            sample_bytes: 1 << 20,
+            ..o
+        };
+        let err = shuffled_copy(&files, &too_large).unwrap_err();
+        assert!(
+            err.to_string().contains("no file holds a whole sample"),
+            "{err}"
+        );
     }
 }

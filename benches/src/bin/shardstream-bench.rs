@@ -59,13 +59,13 @@ struct GatherArgs {
     /// The files (mapped whole; every `--sample-bytes` of each is one sample).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    #[arg(long, default_value_t = 8192)]
-    sample_bytes: usize,
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
+    sample_bytes: u32,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
     /// Copying threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
     /// Samples are shuffled within windows of this many bytes (default: the loader's window).
     #[arg(long)]
     window_bytes: Option<u64>,
@@ -187,17 +187,18 @@ fn main() -> Result<()> {
 }
 
 fn gather(a: GatherArgs) -> Result<()> {
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = a.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
     let cpu = cpu_seconds();
     let window_bytes = a.window_bytes.unwrap_or(match DEFAULT_WINDOW {
         Window::Bytes(b) => b,
-        Window::Samples(n) => n.saturating_mul(a.sample_bytes as u64),
+        Window::Samples(n) => n.saturating_mul(u64::from(a.sample_bytes)),
     });
     let options = GatherOptions {
-        sample_bytes: a.sample_bytes,
-        batch_samples: a.batch_size,
+        sample_bytes: a.sample_bytes as usize,
+        batch_samples: a.batch_size as usize,
         window_bytes,
         threads,
         seed: a.seed,
