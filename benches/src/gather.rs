@@ -9,8 +9,8 @@
 //! each file mapped whole, every `sample_bytes` of it one sample, samples shuffled the way the
 //! planner shuffles them (files in a seeded order, cut into windows of `window_bytes`, each
 //! window permuted), batches of `batch_samples` copied by `threads` threads into their own
-//! reused, pre-faulted buffers. Page faults on the mappings and their unmapping are timed, as a loader
-//! pays them; nothing else a loader does (planning, decoding, handing batches on) is.
+//! reused, pre-faulted buffers. Page faults on the mappings and their unmapping are timed, as a
+//! loader pays them; nothing else a loader does (planning, decoding, handing batches on) is.
 //!
 //! It is a ceiling, not a target: two buffers per thread stay in the last-level cache, while a
 //! loader keeps more batches in circulation (queued, being filled, held by the consumer). On
