@@ -219,6 +219,52 @@ fn local_files_are_fetched_a_few_units_at_a_time() {
 }
 
 #[test]
+fn a_look_ahead_below_two_windows_is_warned_about_and_fetches_units_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synth("parquet", 3000, 8, 40);
+    let m = dataset(dir.path(), &cfg);
+    let window = 1000u64;
+    let base = || config(&m, 24).with_window(Window::Samples(window));
+    // What the rule asks for: two windows at the average stored bytes per sample, plus the
+    // largest row group.
+    let per_sample = m.sizes().iter().sum::<u64>() / 3000;
+    let largest = (0..m.len())
+        .flat_map(|i| m.row_groups(i))
+        .map(|rg| rg.length)
+        .max()
+        .unwrap();
+    let needed = 2 * window * per_sample + largest;
+
+    let mut enough = Loader::new(base().with_prefetch_bytes(needed)).unwrap();
+    assert!(enough.warnings().is_empty(), "{:?}", enough.warnings());
+    read_epoch(&mut enough, &cfg);
+    let fetched_once = enough.stats().bytes_fetched;
+
+    let just_below = Loader::new(base().with_prefetch_bytes(needed - 1)).unwrap();
+    assert_eq!(just_below.warnings().len(), 1);
+    assert!(
+        just_below.warnings()[0].contains(&format!("at least {needed}")),
+        "{}",
+        just_below.warnings()[0]
+    );
+
+    // Half a window: still every sample exactly once, but units fall out of the look-ahead
+    // while their window still needs them, and are fetched again.
+    let half = window * per_sample / 2;
+    let mut small = Loader::new(base().with_prefetch_bytes(half)).unwrap();
+    assert_eq!(small.warnings().len(), 1);
+    let batches = read_epoch(&mut small, &cfg);
+    assert_exactly_once(batches.into_iter().flat_map(|(_, r)| r), 0, 3000);
+    let stats = small.stats();
+    assert!(
+        stats.units_reread > 0 && stats.bytes_fetched > fetched_once,
+        "{} units read again, {} bytes fetched against {fetched_once}",
+        stats.units_reread,
+        stats.bytes_fetched
+    );
+}
+
+#[test]
 fn epochs_differ_and_each_is_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = synth("tar", 400, 4, 50);

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from . import _native
-from ._loader import Loader, parse_size, topology_from_env
+from ._loader import Loader, PerformanceWarning, parse_size, topology_from_env
 from ._native import (
     AccessDeniedError,
     CacheError,
@@ -50,6 +50,7 @@ __all__ = [
     "ConfigError",
     "ColumnNotFoundError",
     "ResumeStateError",
+    "PerformanceWarning",
     "__version__",
 ]
 

@@ -13,6 +13,7 @@ import collections
 import json
 import os
 import re
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
@@ -41,6 +42,11 @@ _UNITS = {
     "gib": 1 << 30,
     "tib": 1 << 40,
 }
+
+
+class PerformanceWarning(UserWarning):
+    """A configuration that works but costs more than the caller may expect (for example a
+    ``prefetch_bytes`` too small for the shuffle window, which fetches data more than once)."""
 
 
 def parse_size(value: Size, what: str) -> int:
@@ -580,6 +586,8 @@ class Loader:
         )
         streams = kwargs.pop("streams")
         self._native = _native.Loader(streams, kwargs.pop("batch_size"), **kwargs)
+        for message in self._native.warnings():
+            warnings.warn(message, PerformanceWarning, stacklevel=2)
         self._transform = transform
         self.nodes: int = kwargs["nodes"]
         self.ranks_per_node: int = kwargs["ranks_per_node"]

@@ -132,6 +132,7 @@ struct EngineInfo {
     epoch: u64,
     len: u64,
     columns: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl EngineInfo {
@@ -140,6 +141,7 @@ impl EngineInfo {
             epoch: engine.epoch(),
             len: engine.len(),
             columns: engine.columns().to_vec(),
+            warnings: engine.warnings().to_vec(),
         }
     }
 }
@@ -597,6 +599,12 @@ impl Loader {
         let stats = stats.read();
         serde_json::to_string(&stats)
             .map_err(|e| ShardStreamError::new_err(format!("serialising stats: {e}")))
+    }
+
+    /// What the configuration will cost that the caller may not expect (the engine's
+    /// `Loader::warnings`); `shardstream.Loader` raises each with `warnings.warn`.
+    fn warnings(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(self.state(py)?.info()?.warnings.clone())
     }
 
     /// Stops the pipeline and frees its memory; the loader cannot be used afterwards.

@@ -348,6 +348,21 @@ def test_stats(ss_dataset):
     assert s["read_amplification"] >= 1.0
 
 
+def test_a_look_ahead_too_small_for_the_window_warns_and_still_delivers_everything(ss_dataset):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shardstream.Loader(ss_dataset.manifest, batch_size=100, output="numpy").close()
+    with pytest.warns(shardstream.PerformanceWarning, match=r"prefetch_bytes \(1000\) is below two shuffle windows") as caught:
+        loader = shardstream.Loader(ss_dataset.manifest, batch_size=100, output="numpy", prefetch_bytes=1000)
+    # The warning points at the caller's line, not into the package.
+    assert caught[0].filename == __file__
+    ids = all_ids(loader)
+    assert sorted(ids) == list(range(1000))
+    assert loader.stats()["units_reread"] > 0
+
+
 def test_topology_from_env(monkeypatch):
     monkeypatch.setenv("RANK", "5")
     monkeypatch.setenv("WORLD_SIZE", "8")
