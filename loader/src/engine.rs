@@ -895,18 +895,18 @@ impl Loader {
         }
 
         let counters = Arc::new(Counters::default());
+        let data = DataSize::of(&stream_ctxs);
         let cache = match &config.cache_dir {
             Some(dir) => {
                 let cache = DiskCache::open(CacheConfig {
                     dir: dir.clone(),
                     limit: config.cache_limit,
                 })?;
-                let (needed, largest) = working_set(&stream_ctxs, config.prefetch_bytes);
                 cache.check_fits(
-                    needed,
+                    data.working_set(config.prefetch_bytes),
                     &format!(
-                        "prefetch_bytes {} bounds the look-ahead; the largest unit is {largest} bytes",
-                        config.prefetch_bytes
+                        "prefetch_bytes {} bounds the look-ahead; the largest unit is {} bytes",
+                        config.prefetch_bytes, data.largest_unit
                     ),
                 )?;
                 Some(cache)
@@ -949,10 +949,10 @@ impl Loader {
         let mut options = options;
         options.canonical_nodes = Some(plan.canonical_nodes());
         let rank_plan = plan.rank(topology, config.rank)?;
-        let warnings: Vec<String> =
-            look_ahead_warning(&stream_ctxs, plan.window_samples(), config.prefetch_bytes)
-                .into_iter()
-                .collect();
+        let warnings: Vec<String> = data
+            .look_ahead_warning(plan.window_samples(), config.prefetch_bytes)
+            .into_iter()
+            .collect();
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -1288,63 +1288,71 @@ where
     })
 }
 
-/// Bytes the cache must hold at once: what the look-ahead may keep in use (its stored bytes are
-/// at most `prefetch_bytes`, and no more than the data) — and at least the largest unit.
-fn working_set(streams: &[StreamCtx], prefetch_bytes: u64) -> (u64, u64) {
-    let mut total = 0u64;
-    let mut largest = 0u64;
-    for s in streams {
-        let m = &s.manifest;
-        total = total.saturating_add(m.sizes().iter().sum());
-        for i in 0..m.len() {
-            let unit = if m.kind(i).format == ShardFormat::Parquet {
-                m.row_groups(i)
-                    .iter()
-                    .map(|rg| rg.length)
-                    .max()
-                    .unwrap_or(0)
-            } else {
-                m.size(i)
-            };
-            largest = largest.max(unit);
-        }
-    }
-    (prefetch_bytes.min(total).max(largest), largest)
+/// What sizes the look-ahead, summed over the streams' manifests once per loader.
+struct DataSize {
+    /// Stored bytes of every shard.
+    bytes: u64,
+    samples: u64,
+    /// The largest unit: a Parquet row group, or a whole tar / JSONL shard.
+    largest_unit: u64,
 }
 
-/// A warning when `prefetch_bytes` cannot hold two shuffle windows of the data (in stored bytes,
-/// as the planner converts a window: its samples × the average stored bytes per sample) plus
-/// the largest unit. Every batch draws from its whole window, so a unit stays needed until its
-/// window's last batches; a look-ahead below two windows cannot keep one window while it loads
-/// the next, evicts units that later batches still need, and fetches them again. Measured on
-/// 2 GiB of 8 KiB token rows (windows of 128 MiB, 276 MB by this rule): 128 MB of look-ahead
-/// fetched the data 64 times over, 268 MB 1.9 times, 300 MB once. An estimate from below: it
-/// counts one canonical node's window in stored bytes, while a loader reading several nodes,
-/// or charging decompressed units, needs more.
-fn look_ahead_warning(
-    streams: &[StreamCtx],
-    window_samples: u64,
-    prefetch_bytes: u64,
-) -> Option<String> {
-    let (bytes, samples) = streams.iter().fold((0u128, 0u128), |(b, n), s| {
-        let m = &s.manifest;
-        let shard_bytes: u128 = m.sizes().iter().map(|&x| u128::from(x)).sum();
-        let shard_samples: u128 = m.sample_counts().iter().map(|&x| u128::from(x)).sum();
-        (b + shard_bytes, n + shard_samples)
-    });
-    let per_sample = bytes / samples.max(1);
-    let (_, largest) = working_set(streams, 0);
-    let needed = u64::try_from(2 * u128::from(window_samples) * per_sample + u128::from(largest))
-        .unwrap_or(u64::MAX);
-    (prefetch_bytes < needed).then(|| {
-        format!(
-            "prefetch_bytes ({prefetch_bytes}) is below two shuffle windows of this data \
-             ({needed} bytes: 2 x {window_samples} samples x {per_sample} stored bytes each, plus \
-             the largest unit, {largest}): units will be fetched more than once per epoch, up \
-             to once per batch of their window. Raise prefetch_bytes to at least {needed}, or \
-             shrink the window"
+impl DataSize {
+    fn of(streams: &[StreamCtx]) -> DataSize {
+        let mut d = DataSize {
+            bytes: 0,
+            samples: 0,
+            largest_unit: 0,
+        };
+        for s in streams {
+            let m = &s.manifest;
+            d.bytes = d.bytes.saturating_add(m.sizes().iter().sum());
+            d.samples = d.samples.saturating_add(m.sample_counts().iter().sum());
+            let whole_shards = (0..m.len())
+                .filter(|&i| m.kind(i).format != ShardFormat::Parquet)
+                .map(|i| m.size(i))
+                .max()
+                .unwrap_or(0);
+            d.largest_unit = d
+                .largest_unit
+                .max(m.max_row_group_length())
+                .max(whole_shards);
+        }
+        d
+    }
+
+    /// Bytes the cache must hold at once: what the look-ahead may keep in use (its stored bytes
+    /// are at most `prefetch_bytes`, and no more than the data) — and at least the largest unit.
+    fn working_set(&self, prefetch_bytes: u64) -> u64 {
+        prefetch_bytes.min(self.bytes).max(self.largest_unit)
+    }
+
+    /// A warning when `prefetch_bytes` cannot hold two shuffle windows of the data (in stored
+    /// bytes, as the planner converts a window: its samples × the average stored bytes per
+    /// sample) plus the largest unit. Every batch draws from its whole window, so a unit stays
+    /// needed until its window's last batches; a look-ahead below two windows cannot keep one
+    /// window while it loads the next, evicts units that later batches still need, and fetches
+    /// them again. Measured on 2 GiB of 8 KiB token rows (windows of 128 MiB, 276 MB by this
+    /// rule): 128 MB of look-ahead fetched the data 64 times over, 268 MB 1.9 times, 300 MB
+    /// once. An estimate from below: it counts one canonical node's window in stored bytes,
+    /// while a loader reading several nodes, or charging decompressed units, needs more.
+    fn look_ahead_warning(&self, window_samples: u64, prefetch_bytes: u64) -> Option<String> {
+        let per_sample = self.bytes / self.samples.max(1);
+        let largest = self.largest_unit;
+        let needed = u64::try_from(
+            2 * u128::from(window_samples) * u128::from(per_sample) + u128::from(largest),
         )
-    })
+        .unwrap_or(u64::MAX);
+        (prefetch_bytes < needed).then(|| {
+            format!(
+                "prefetch_bytes ({prefetch_bytes}) is below two shuffle windows of this data \
+                 ({needed} bytes: 2 x {window_samples} samples x {per_sample} stored bytes each, \
+                 plus the largest unit, {largest}): units will be fetched more than once per \
+                 epoch, up to once per batch of their window. Raise prefetch_bytes to at least \
+                 {needed}, or shrink the window"
+            )
+        })
+    }
 }
 
 /// Types equal up to nullability and list item names.

@@ -195,6 +195,23 @@ impl Manifest {
         format!("{}/{}", root.trim_end_matches('/'), self.path(i))
     }
 
+    /// The longest row group of any shard in bytes (0 when no shard has row groups), read
+    /// straight from the column: one pass, no per-shard allocation as [`Manifest::row_groups`]
+    /// makes (a loader asks this of manifests of millions of shards).
+    pub fn max_row_group_length(&self) -> u64 {
+        let list = &self.cols.rg_lengths;
+        let Some(values) = list.values().as_any().downcast_ref::<UInt64Array>() else {
+            return 0;
+        };
+        let offsets = list.value_offsets();
+        (0..list.len())
+            .filter(|&i| list.is_valid(i))
+            .flat_map(|i| &values.values()[offsets[i] as usize..offsets[i + 1] as usize])
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn row_groups(&self, i: usize) -> Vec<RowGroup> {
         let rows = list_values(&self.cols.rg_rows, i);
         let offsets = list_values(&self.cols.rg_offsets, i);
