@@ -9,7 +9,8 @@
 //! each file mapped whole, every `sample_bytes` of it one sample, samples shuffled the way the
 //! planner shuffles them (files in a seeded order, cut into windows of `window_bytes`, each
 //! window permuted), batches of `batch_samples` copied by `threads` threads into their own
-//! reused, pre-faulted buffers. Page faults on the mappings and their unmapping are timed, as a
+//! reused, pre-faulted buffers, each sample's pages prefetched two samples ahead as the
+//! loader's gather does. Page faults on the mappings and their unmapping are timed, as a
 //! loader pays them; nothing else a loader does (planning, decoding, handing batches on) is.
 //!
 //! It is a ceiling, not a target: two buffers per thread stay in the last-level cache, while a
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use memmap2::Mmap;
+use shardstream_loader::prefetch::{prefetch, ROWS_AHEAD};
 
 /// One measured pass.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -85,9 +87,24 @@ pub fn shuffled_copy(files: &[PathBuf], o: &GatherOptions) -> std::io::Result<Ga
             s.spawn(move || {
                 for (i, batch) in batches.iter().skip(t).step_by(threads).enumerate() {
                     let out = &mut buffers[i % 2];
-                    for (slot, &(f, at)) in out.chunks_exact_mut(sample_bytes).zip(batch.iter()) {
+                    let sample = |&(f, at): &(u32, u64)| {
                         let at = at as usize;
-                        slot.copy_from_slice(&maps[f as usize][at..at + sample_bytes]);
+                        &maps[f as usize][at..at + sample_bytes]
+                    };
+                    // As the loader's gather does (see `shardstream_loader::prefetch`).
+                    batch
+                        .iter()
+                        .take(ROWS_AHEAD)
+                        .for_each(|x| prefetch(sample(x)));
+                    for (j, (slot, x)) in out
+                        .chunks_exact_mut(sample_bytes)
+                        .zip(batch.iter())
+                        .enumerate()
+                    {
+                        if let Some(next) = batch.get(j + ROWS_AHEAD) {
+                            prefetch(sample(next));
+                        }
+                        slot.copy_from_slice(sample(x));
                     }
                     std::hint::black_box(&out);
                 }

@@ -46,6 +46,7 @@ use crate::decode::plain::PlainColumn;
 use crate::decode::{DecodedUnit, UnitColumn};
 use crate::pinned::{Element, MemoryKind};
 use crate::pool::{BufferPool, PooledBuffer};
+use crate::prefetch::{self, NUMBERS_AHEAD, ROWS_AHEAD};
 use crate::{Error, Result};
 
 /// Runs `$body` with `$A` bound to the Arrow primitive type of `$dtype`.
@@ -547,6 +548,9 @@ impl Collator {
                         let mut t = Tensor::new(&self.pool, DType::U8, vec![b, len])?;
                         let out = t.as_mut_bytes();
                         for (i, &(u, r)) in rows.iter().enumerate() {
+                            prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| {
+                                prefetch::prefetch(views[u].value(r).unwrap_or_default())
+                            });
                             let v = views[u]
                                 .value(r)
                                 .ok_or_else(|| unsupported("a dense tensor: it holds nulls"))?;
@@ -590,6 +594,7 @@ impl Collator {
                 let out = values.as_mut_bytes();
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, &(u, r)) in rows.iter().enumerate() {
+                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| views[u].prefetch(r));
                     let span = views[u].span(r);
                     let n = span.len();
                     let row = &mut out[i * lmax * w..(i + 1) * lmax * w];
@@ -609,6 +614,7 @@ impl Collator {
                 let mut at = 0usize;
                 offs[0] = 0;
                 for (i, &(u, r)) in rows.iter().enumerate() {
+                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| views[u].prefetch(r));
                     let span = views[u].span(r);
                     let n = span.len();
                     views[u].copy(span, &mut out[at * w..(at + n) * w]);
@@ -639,6 +645,9 @@ impl Collator {
                 let out = values.as_mut_bytes();
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, x) in rows.iter().enumerate() {
+                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| {
+                        prefetch::prefetch(value(&(u, r)))
+                    });
                     let v = value(x);
                     let row = &mut out[i * lmax..(i + 1) * lmax];
                     row[..v.len()].copy_from_slice(v);
@@ -657,6 +666,9 @@ impl Collator {
                 let mut at = 0usize;
                 offs[0] = 0;
                 for (i, x) in rows.iter().enumerate() {
+                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| {
+                        prefetch::prefetch(value(&(u, r)))
+                    });
                     let v = value(x);
                     out[at..at + v.len()].copy_from_slice(v);
                     at += v.len();
@@ -840,6 +852,17 @@ impl<O: OffsetSizeTrait> ListView<'_, O> {
         }
     }
 
+    /// Starts loading row `r`'s bytes (see [`prefetch`]).
+    fn prefetch(&self, r: usize) {
+        let span = self.span(r);
+        match self {
+            ListView::Arrow { bytes, width, .. } => {
+                prefetch::prefetch(&bytes[span.start * width..span.end * width])
+            }
+            ListView::Plain(p) => prefetch::prefetch(p.first_piece(span)),
+        }
+    }
+
     fn copy(&self, elements: Range<usize>, out: &mut [u8]) {
         match self {
             ListView::Arrow { bytes, width, .. } => {
@@ -899,18 +922,21 @@ where
             UnitColumn::Plain(_) => return Err(mismatch()),
         });
     }
+    // A row's value bytes (a null's slot too: nulls are refused below, not here).
+    let bytes = |u: usize, r: usize| match (arrays[u], sources[u]) {
+        (Some(p), _) => &p.values().inner().as_slice()[r * w..(r + 1) * w],
+        (None, UnitColumn::Plain(p)) => p.value(r),
+        (None, UnitColumn::Arrow(_)) => unreachable!("Arrow sources were checked above"),
+    };
     for (i, &(u, r)) in rows.iter().enumerate() {
-        let dst = &mut out[i * w..(i + 1) * w];
-        match (arrays[u], sources[u]) {
-            (Some(p), _) => {
-                if p.is_null(r) {
-                    return Err("a dense tensor: it holds nulls".into());
-                }
-                dst.copy_from_slice(&p.values().inner().as_slice()[r * w..(r + 1) * w]);
-            }
-            (None, UnitColumn::Plain(p)) => p.copy_to(r..r + 1, dst),
-            (None, UnitColumn::Arrow(_)) => unreachable!("Arrow sources were checked above"),
+        prefetch_ahead(rows, i, NUMBERS_AHEAD, |u, r| {
+            prefetch::prefetch(bytes(u, r))
+        });
+        if arrays[u].is_some_and(|p| p.is_null(r)) {
+            return Err("a dense tensor: it holds nulls".into());
         }
+        // `w` is a constant here, so this is one load and one store, not a `memcpy` call.
+        out[i * w..(i + 1) * w].copy_from_slice(bytes(u, r));
     }
     Ok(())
 }
@@ -938,12 +964,27 @@ where
         }
         views.push((*l, values.values().as_ref()));
     }
-    for (i, &(u, r)) in rows.iter().enumerate() {
-        let (list, values) = views[u];
+    let row = |u: usize, r: usize| {
+        let (list, values): (&FixedSizeListArray, &[A::Native]) = views[u];
         let s = list.value_offset_at(r);
-        out[i * len..(i + 1) * len].copy_from_slice(&values[s..s + len]);
+        &values[s..s + len]
+    };
+    for (i, &(u, r)) in rows.iter().enumerate() {
+        prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| prefetch::prefetch(row(u, r)));
+        out[i * len..(i + 1) * len].copy_from_slice(row(u, r));
     }
     Ok(())
+}
+
+/// Before row `i` of a gather is copied: prefetches row `i + ahead` with `fetch(unit, row)`,
+/// and at the start the rows before it too, so every row has been prefetched once by the time
+/// it is copied.
+#[inline]
+fn prefetch_ahead(rows: &[(usize, usize)], i: usize, ahead: usize, fetch: impl Fn(usize, usize)) {
+    let first = if i == 0 { 0 } else { i + ahead };
+    for &(u, r) in rows.iter().take(i + ahead + 1).skip(first) {
+        fetch(u, r);
+    }
 }
 
 /// Convenience for tests and benches: a shared pool of pageable memory.

@@ -7,9 +7,11 @@
 //! ```
 //!
 //! Modules: [`config`] (what to load and how), [`fetch`] (reads from the store, verified
-//! against the manifest), [`cache`] (node-local shared disk cache), [`decode`] (shard bytes to
-//! Arrow), [`collate`] (rows to batch columns), [`pool`] and [`pinned`] (recycled, page-locked
-//! batch memory), [`engine`] (the pipeline and the public iterator), [`stats`] (counters).
+//! against the manifest), [`cache`] (node-local shared disk cache), `mapping` (local files and
+//! cache entries mapped, in huge pages where the kernel can), [`decode`] (shard bytes to
+//! Arrow), [`collate`] (rows to batch columns) with [`prefetch`] (rows loaded ahead of its
+//! copy), [`pool`] and [`pinned`] (recycled, page-locked batch memory), [`engine`] (the
+//! pipeline and the public iterator), [`stats`] (counters).
 //! tokio never leaks out of this crate: the public API is synchronous.
 //!
 //! ```no_run
@@ -37,8 +39,10 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+mod mapping;
 pub mod pinned;
 pub mod pool;
+pub mod prefetch;
 pub mod stats;
 
 pub use collate::{Batch, Column, DType, SampleId, Tensor};

@@ -1,6 +1,5 @@
 //! Host memory for batches: page-locked (pinned) from the CUDA driver when it is there, ordinary
-//! 4096-aligned pageable memory otherwise — plus read-only file mapping. This is the crate's only
-//! module with `unsafe` code; every block says why it is sound.
+//! 4096-aligned pageable memory otherwise. Every `unsafe` block says why it is sound.
 //!
 //! The CUDA driver is loaded at run time with `libloading` (`libcuda.so.1`), never linked at
 //! build time, so the crate builds and runs on machines without a GPU. [`Allocator::new`]
@@ -23,13 +22,11 @@ use std::alloc::Layout;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::fmt;
-use std::fs::File;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::collate::DType;
@@ -658,36 +655,6 @@ impl Drop for HostBuffer {
     }
 }
 
-/// Maps bytes `range` of a file (which must lie inside it) read-only and returns them as
-/// `Bytes` without copying.
-///
-/// The mapping stays valid while any clone of the returned `Bytes` lives. If another process
-/// truncates the file meanwhile, touching the lost pages raises SIGBUS — the same contract as
-/// every mmap-based reader; callers verify size and etag against the manifest first, and the
-/// shards of a dataset are not rewritten in place while a job reads them.
-///
-/// The mapping is not populated: pages are mapped as the decoder and the collator first touch
-/// them, one fault per 16 pages (the kernel's fault-around), on the threads that read them.
-/// Filling the page tables at once (`MAP_POPULATE`) instead puts all of that work on the
-/// single I/O thread, ahead of the decoders: measured side by side, it made epochs from the
-/// page cache 6% slower on PLAIN token lists and 15% slower on 64 KiB blobs.
-pub(crate) fn map_range(file: &File, range: std::ops::Range<u64>) -> std::io::Result<Bytes> {
-    if range.is_empty() {
-        return Ok(Bytes::new());
-    }
-    let len = usize::try_from(range.end - range.start)
-        .map_err(|_| std::io::Error::other("range too large to map"))?;
-    // SAFETY: read-only shared mapping of a file we opened; see above for the truncation
-    // caveat. `Bytes::from_owner` keeps the `Mmap` (and so the mapping) alive.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(range.start)
-            .len(len)
-            .map(file)?
-    };
-    Ok(Bytes::from_owner(map))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,17 +768,5 @@ mod tests {
                 assert_eq!(a.reason(), reason);
             }
         }
-    }
-
-    #[test]
-    fn files_map_without_copies() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"hello mapped world").unwrap();
-        let file = File::open(&path).unwrap();
-        assert_eq!(&map_range(&file, 0..18).unwrap()[..], b"hello mapped world");
-        // Offsets need not be page-aligned.
-        assert_eq!(&map_range(&file, 6..12).unwrap()[..], b"mapped");
-        assert!(map_range(&file, 5..5).unwrap().is_empty());
     }
 }

@@ -415,6 +415,7 @@ impl Inner {
         // new file in tmp/ and rename it over), and unlinking keeps the mapped pages valid.
         // Only a person editing cache files by hand could break this.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&path, e))?;
+        crate::mapping::advise_huge_pages(&map);
         let trailer = match parse_trailer(&map, key_hash) {
             Ok(t) => t,
             Err(reason) => return Ok(Lookup::Corrupt(reason)),
@@ -552,6 +553,7 @@ impl Inner {
         self.mark_verified((meta.dev(), meta.ino(), meta.len(), crc));
         // SAFETY: see `lookup`; this file is published and will never be written again.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&dest, e))?;
+        crate::mapping::advise_huge_pages(&map);
         drop(file); // the mapping holds the lock now (see `CacheEntry`)
         drop(key_lock);
         let len = data.len();

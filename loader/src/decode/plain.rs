@@ -214,6 +214,23 @@ impl PlainColumn {
         }
     }
 
+    /// The bytes of `elements` that lie in the page holding the first of them (all of them
+    /// unless the range crosses into the next page): what a prefetch ahead of
+    /// [`PlainColumn::copy_to`] should touch.
+    pub fn first_piece(&self, elements: Range<usize>) -> &[u8] {
+        if elements.is_empty() {
+            return &[];
+        }
+        let seg = self
+            .segment_starts
+            .partition_point(|&s| s <= elements.start)
+            - 1;
+        let (start, end) = (self.segment_starts[seg], self.segment_starts[seg + 1]);
+        let from = (elements.start - start) * self.width;
+        let to = (elements.end.min(end) - start) * self.width;
+        &self.segments[seg][from..to]
+    }
+
     /// Copies elements `elements` into `out` (exactly their byte length).
     pub fn copy_to(&self, mut elements: Range<usize>, out: &mut [u8]) {
         debug_assert_eq!(out.len(), elements.len() * self.width);
@@ -799,14 +816,21 @@ mod tests {
             offsets: Some(vec![0, 2, 5, 10]),
             values: None,
         };
+        let u32s = |b: &[u8]| -> Vec<u32> {
+            b.chunks(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
         assert_eq!(col.num_rows(), 3);
         let mut out = vec![0u8; 12];
         col.copy_to(col.row(1), &mut out);
-        let got: Vec<u32> = out
-            .chunks(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        assert_eq!(got, vec![2, 3, 4]);
+        assert_eq!(u32s(&out), vec![2, 3, 4]);
+        // What a prefetch of each row touches: the row's bytes in the page of its first
+        // element, which for the row crossing pages is its start only.
+        assert_eq!(u32s(col.first_piece(col.row(0))), vec![0, 1]);
+        assert_eq!(u32s(col.first_piece(col.row(1))), vec![2]);
+        assert_eq!(u32s(col.first_piece(col.row(2))), vec![5, 6, 7, 8, 9]);
+        assert!(col.first_piece(3..3).is_empty());
     }
 
     fn prefixed(values: &[&[u8]]) -> Vec<u8> {

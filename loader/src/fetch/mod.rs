@@ -521,7 +521,7 @@ impl Fetcher {
             });
         }
         // Only the range, mapped as it is touched: see `map_range`.
-        let bytes = crate::pinned::map_range(&file, range).map_err(io)?;
+        let bytes = crate::mapping::map_range(&file, len, range).map_err(io)?;
         Counters::add(&self.counters.bytes_fetched, bytes.len() as u64);
         Counters::add_time(&self.counters.fetch_ns, started);
         Ok(bytes)
