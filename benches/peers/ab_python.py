@@ -14,6 +14,10 @@ consumer (`loaders.shardstream_batches`: ids to NumPy, payload counted, padding 
     mkdir -p /tmp/new && cp -r python/shardstream /tmp/new/ \\
         && cp target/release/lib_native.so /tmp/new/shardstream/_native.abi3.so
     .venv-peers/bin/python benches/peers/ab_python.py old=/tmp/old new=/tmp/new --kind tokens
+
+`--cold` evicts the dataset's files from the page cache before every process, so each
+process's first epoch reads from disk and the later ones read what that first epoch left in
+the cache; medians are then reported per epoch of a process.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per process")
     ap.add_argument("--manifest", type=Path, help="default: the peers bench's local manifest of --kind")
+    ap.add_argument("--cold", action="store_true", help="evict the dataset's files from the page cache before every process")
     ap.add_argument("--child", nargs=3, metavar=("MANIFEST", "COLUMN", "EPOCHS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -84,9 +89,20 @@ def main() -> int:
     manifest = a.manifest or next(iter(sorted((REPO / "target" / "bench-peers" / "manifests").glob(f"{a.kind}-*-local.parquet"))), None)
     if manifest is None:
         ap.error(f"no local {a.kind} manifest: run scripts/bench-peers --kinds {a.kind} --sources local first")
+    data_files: List[str] = []
+    if a.cold:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from peers import measure
+
+        data_files = sorted(str(p) for p in (REPO / "target" / "bench-peers" / "s3root").glob(f"bench/{a.kind}-*/parquet/*.parquet"))
+        if not data_files:
+            ap.error(f"--cold: no Parquet files of {a.kind} under target/bench-peers/s3root")
     results: Dict[str, List[dict]] = {name: [] for name, _ in a.variants}
     for r in range(a.rounds):
         for name, where in a.variants:
+            if data_files:
+                os.sync()
+                measure.evict_from_page_cache(data_files)
             env = dict(os.environ)
             if where != "installed":
                 env["PYTHONPATH"] = where + os.pathsep + env.get("PYTHONPATH", "")
@@ -100,13 +116,16 @@ def main() -> int:
             epochs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
             results[name] += epochs
             print(f"round {r} {name}: " + ", ".join(f"{e['mb_per_s']:,.0f}" for e in epochs) + " MB/s", flush=True)
-    print(f"\n{a.kind}, {manifest.name}, {a.rounds} rounds x {a.epochs} epochs, medians:")
+    print(f"\n{a.kind}, {manifest.name}, {a.rounds} rounds x {a.epochs} epochs{' from a cold page cache' if a.cold else ''}, medians:")
     for name, epochs in results.items():
-        print(
-            f"  {name:12} {statistics.median(e['mb_per_s'] for e in epochs):>7,.0f} MB/s  "
-            f"{statistics.median(e['cpu_s_per_gb'] for e in epochs):.3f} CPU-s/GB  "
-            f"consumer stall {statistics.median(e['stall_s'] for e in epochs):.3f} s of {statistics.median(e['wall_s'] for e in epochs):.3f} s"
-        )
+        # Cold: each epoch of a process apart (the first from disk); warm: all together.
+        groups = [(f" epoch {i}", epochs[i :: a.epochs]) for i in range(a.epochs)] if a.cold else [("", epochs)]
+        for label, group in groups:
+            print(
+                f"  {name + label:20} {statistics.median(e['mb_per_s'] for e in group):>7,.0f} MB/s  "
+                f"{statistics.median(e['cpu_s_per_gb'] for e in group):.3f} CPU-s/GB  "
+                f"consumer stall {statistics.median(e['stall_s'] for e in group):.3f} s of {statistics.median(e['wall_s'] for e in group):.3f} s"
+            )
     return 0
 
 

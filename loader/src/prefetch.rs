@@ -28,25 +28,28 @@ pub const NUMBERS_AHEAD: usize = 8;
 /// Bytes between the prefetches of one row: a base page.
 const PAGE: usize = 4096;
 
-/// Asks the CPU to start loading `values` into its caches: one cache line at the start of
-/// the slice, one per page after it and the last one. Never faults and never blocks: a page
-/// not mapped yet is skipped by the CPU (the copy's own fault maps it later).
+/// Asks the CPU to start loading `values` into its caches: one cache line in each page the
+/// slice touches (its start, every 4 KiB after it, and its last byte's page if that is a
+/// further one). Never faults: a page not mapped yet is skipped by the CPU, and the copy's own
+/// fault maps it later.
 #[inline]
 pub fn prefetch<T>(values: &[T]) {
     let len = std::mem::size_of_val(values);
     if len == 0 {
         return;
     }
+    // `wrapping_add` with offsets inside the slice: plain pointer arithmetic, no `unsafe`.
     let start = values.as_ptr().cast::<u8>();
     let mut at = 0;
     while at < len {
-        // SAFETY: `at` lies inside the slice's bytes, so the pointer stays in bounds.
-        line(unsafe { start.add(at) });
+        line(start.wrapping_add(at));
         at += PAGE;
     }
-    // The last page when the row does not start on a page boundary.
-    // SAFETY: the slice is not empty, so its last byte is in bounds.
-    line(unsafe { start.add(len - 1) });
+    let (last, last_fetched) = (len - 1, at - PAGE);
+    let base = start as usize;
+    if (base + last) / PAGE != (base + last_fetched) / PAGE {
+        line(start.wrapping_add(last));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
