@@ -93,6 +93,56 @@ mod tests {
         assert!(map_range(&file, 18, 5..5).unwrap().is_empty());
     }
 
+    /// The `/proc/self/smaps` entry of the mapping holding `addr`: its header line (with the
+    /// file offset it maps from) and its `VmFlags`.
+    #[cfg(target_os = "linux")]
+    fn smaps_entry(addr: usize) -> (String, String) {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut header = None;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((lo, hi)) = first.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    header = (lo <= addr && addr < hi).then(|| line.to_string());
+                    continue;
+                }
+            }
+            if let (Some(h), Some(flags)) = (&header, line.strip_prefix("VmFlags:")) {
+                return (h.clone(), flags.to_string());
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn mappings_start_on_a_huge_page_boundary_of_the_file_and_ask_for_huge_pages() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            eprintln!("skipped: this kernel has no transparent huge pages");
+            return;
+        }
+        let len = 5u64 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![3u8; len as usize]).unwrap();
+        let file = File::open(&path).unwrap();
+        let bytes = map_range(&file, len, (2 << 20) + 12_345..(4 << 20) + 1).unwrap();
+        let (header, flags) = smaps_entry(bytes.as_ptr() as usize);
+        // `start-end perms offset dev inode path`: mapped from the file's 2 MiB mark.
+        let offset = header.split_whitespace().nth(2).unwrap();
+        assert_eq!(
+            u64::from_str_radix(offset, 16).unwrap(),
+            2 << 20,
+            "{header}"
+        );
+        assert!(
+            flags.split_whitespace().any(|f| f == "hg"),
+            "VmFlags:{flags}"
+        );
+    }
+
     #[test]
     fn ranges_far_from_huge_page_boundaries_map_exactly_their_bytes() {
         // 5 MiB: the ranges below widen to 0..2 MiB, 2..4 MiB, 0..5 MiB (the file's end) and
