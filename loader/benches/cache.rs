@@ -16,6 +16,7 @@ fn hits(c: &mut Criterion) {
     let cache = DiskCache::open(CacheConfig {
         dir: dir.path().to_path_buf(),
         limit: Some(1 << 30),
+        huge_pages: true,
     })
     .expect("open cache");
     let rt = tokio::runtime::Builder::new_multi_thread()

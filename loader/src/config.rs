@@ -209,6 +209,12 @@ pub struct LoaderConfig {
     /// Decode PLAIN numbers and lists of numbers in Parquet without arrow-rs's reader, copying
     /// page bytes straight into batches (default true; see `decode::plain`). Off only to compare.
     pub plain_fast_path: bool,
+    /// Ask the kernel for huge pages on mapped files (local shards, cache entries; default
+    /// true, see `mapping`): a file read from disk through the loader then stays cached in
+    /// 2 MiB folios, and every later epoch maps it ~1.6× faster. Off where the first read costs
+    /// more than that wins: measured 16% slower on a VM whose free 2 MiB blocks fault on the
+    /// host (virtio-balloon free page reporting) and whose disk reads ahead 8 MiB.
+    pub huge_pages: bool,
     /// Finished batches waiting for the consumer (default 2); their memory comes on top of
     /// `prefetch_bytes`.
     pub batch_queue: usize,
@@ -278,6 +284,7 @@ impl LoaderConfig {
             decode_threads: DEFAULT_DECODE_THREADS,
             collate_threads: default_collate_threads(),
             plain_fast_path: true,
+            huge_pages: true,
             batch_queue: DEFAULT_BATCH_QUEUE,
             list_mode: ListMode::Padded,
             list_modes: BTreeMap::new(),
@@ -378,6 +385,11 @@ impl LoaderConfig {
 
     pub fn with_drop_last(mut self, drop_last: bool) -> Self {
         self.drop_last = drop_last;
+        self
+    }
+
+    pub fn with_huge_pages(mut self, huge_pages: bool) -> Self {
+        self.huge_pages = huge_pages;
         self
     }
 

@@ -901,6 +901,7 @@ impl Loader {
                 let cache = DiskCache::open(CacheConfig {
                     dir: dir.clone(),
                     limit: config.cache_limit,
+                    huge_pages: config.huge_pages,
                 })?;
                 cache.check_fits(
                     data.working_set(config.prefetch_bytes),

@@ -196,6 +196,7 @@ def native_kwargs(
     decode_threads: Optional[int] = None,
     io_threads: Optional[int] = None,
     batch_queue: Optional[int] = None,
+    huge_pages: bool = True,
     worker: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, Any]:
     """Checks and converts the public arguments into `_native.Loader`'s."""
@@ -210,6 +211,7 @@ def native_kwargs(
         ranks_per_node=rpn,
         rank=rank_,
         pin_memory=_pin(pin_memory),
+        huge_pages=bool(huge_pages),
         epoch=_count(epoch, "epoch"),
     )
     if columns is not None:
@@ -512,6 +514,11 @@ class Loader:
             once, straight into pooled (pinned) batch memory, and hand it over zero-copy;
             a null value counts as empty, and a fixed-size binary column is ``[B, L]``.
         io_concurrency, decode_threads, io_threads, batch_queue: engine tuning.
+        huge_pages: ask the kernel for huge pages on mapped files (local shards, cache
+            entries; default True). A file read from disk through the loader then stays cached
+            in 2 MiB pages, which makes every later epoch over it ~1.6× faster; turn it off
+            where reading cold data costs more than that wins (measured 16% slower on a VM with
+            free page reporting and 8 MiB read-ahead).
 
     Iterating the loader again continues the current epoch where it stopped, or after an
     epoch was finished moves on to the next one; ``set_epoch(e)`` starts epoch ``e`` instead.
@@ -550,6 +557,7 @@ class Loader:
         decode_threads: Optional[int] = None,
         io_threads: Optional[int] = None,
         batch_queue: Optional[int] = None,
+        huge_pages: bool = True,
         worker: Optional[Tuple[int, int]] = None,
     ) -> None:
         if transform is not None and not callable(transform):
@@ -582,6 +590,7 @@ class Loader:
             decode_threads=decode_threads,
             io_threads=io_threads,
             batch_queue=batch_queue,
+            huge_pages=huge_pages,
             worker=worker,
         )
         streams = kwargs.pop("streams")

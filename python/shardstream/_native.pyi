@@ -104,6 +104,7 @@ class Loader:
         binary_modes: Optional[Mapping[str, str]] = None,
         pin_memory: str = "auto",
         pin_device: Optional[int] = None,
+        huge_pages: bool = True,
         storage_options: Optional[Mapping[str, str]] = None,
         storage_config: Optional[str] = None,
         resume: Optional[str] = None,

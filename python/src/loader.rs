@@ -288,7 +288,7 @@ impl Loader {
         rank=0, worker=None, canonical_nodes=None, cache_dir=None, cache_limit=None,
         prefetch_bytes=None, io_concurrency=None, io_threads=None, decode_threads=None,
         batch_queue=None, list_mode=None, list_modes=None, binary_mode=None, binary_modes=None,
-        pin_memory="auto", pin_device=None,
+        pin_memory="auto", pin_device=None, huge_pages=true,
         storage_options=None, storage_config=None, resume=None, epoch=0
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -322,6 +322,7 @@ impl Loader {
         binary_modes: Option<HashMap<String, String>>,
         pin_memory: &str,
         pin_device: Option<u32>,
+        huge_pages: bool,
         storage_options: Option<HashMap<String, String>>,
         storage_config: Option<String>,
         resume: Option<String>,
@@ -358,6 +359,7 @@ impl Loader {
             .with_drop_last(drop_last)
             .with_topology(nodes, ranks_per_node, rank)
             .with_pin_memory(parse_pin(pin_memory)?)
+            .with_huge_pages(huge_pages)
             .with_epoch(epoch);
         if let Some(c) = columns {
             config = config.with_columns(c);

@@ -363,6 +363,26 @@ def test_a_look_ahead_too_small_for_the_window_warns_and_still_delivers_everythi
     assert loader.stats()["units_reread"] > 0
 
 
+def test_huge_pages_off_maps_the_same_batches(ss_dataset, tmp_path):
+    # The huge-page advice only changes how files are mapped, never what a batch holds:
+    # straight from the files and through the disk cache, on and off give the same batches.
+    def plain(v):
+        return v.to_pylist() if hasattr(v, "to_pylist") else v.tolist() if hasattr(v, "tolist") else v
+
+    def batches(**kw):
+        loader = shardstream.Loader(ss_dataset.manifest, batch_size=64, output="numpy", seed=5, **kw)
+        out = [{k: plain(v) for k, v in b.items()} for b in loader]
+        loader.close()
+        return out
+
+    on = batches()
+    ids = [i for b in on for i, p in zip(b["__index__"], b["__padded__"]) if not p]
+    assert sorted(ids) == list(range(1000))
+    assert batches(huge_pages=False) == on
+    assert batches(huge_pages=False, cache_dir=str(tmp_path / "off")) == on
+    assert batches(cache_dir=str(tmp_path / "on")) == on
+
+
 def test_topology_from_env(monkeypatch):
     monkeypatch.setenv("RANK", "5")
     monkeypatch.setenv("WORLD_SIZE", "8")

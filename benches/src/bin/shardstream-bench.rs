@@ -117,6 +117,10 @@ struct ReadArgs {
     /// Decode PLAIN Parquet numbers with arrow-rs's reader too (to measure the fast path).
     #[arg(long)]
     no_fast_path: bool,
+    /// Map local files and cache entries without asking for huge pages
+    /// (`LoaderConfig::huge_pages`).
+    #[arg(long)]
+    no_huge_pages: bool,
     /// Threads gathering batches (default: one per core, at most 4).
     #[arg(long)]
     collate_threads: Option<usize>,
@@ -397,6 +401,7 @@ fn read(a: ReadArgs) -> Result<()> {
         config = config.with_range_split_bytes(b);
     }
     config.plain_fast_path = !a.no_fast_path;
+    config.huge_pages = !a.no_huge_pages;
     config = config
         .with_hedge(!a.no_hedge)
         .with_adaptive_transfers(!a.no_adaptive_transfers);
@@ -445,6 +450,7 @@ fn read(a: ReadArgs) -> Result<()> {
         "cache": if a.no_cache { "none".to_string() } else { "disk (cold)".to_string() },
         "batch_size": a.batch_size,
         "fast_path": !a.no_fast_path,
+        "huge_pages": !a.no_huge_pages,
         "binary_mode": a.binary_mode.to_possible_value().map(|v| v.get_name().to_string()),
         "collate_threads": config_collate_threads,
         "io_concurrency": config_io_concurrency,

@@ -32,6 +32,8 @@ pub struct CacheConfig {
     /// `dir` should use the same limit: each enforces its own when it inserts, and a process
     /// without a limit does not update the shared total (the next scan corrects it).
     pub limit: Option<u64>,
+    /// Advise huge pages on mapped entries (`LoaderConfig::huge_pages`).
+    pub huge_pages: bool,
 }
 
 /// Counters of one [`DiskCache`] handle (and its clones), not of the whole directory.
@@ -93,6 +95,7 @@ struct Inner {
     tmp: PathBuf,
     locks: PathBuf,
     space: Option<Space>,
+    huge_pages: bool,
     /// In-process single flight: one async mutex per key being looked up on the slow path.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     verified: Mutex<HashSet<VerifiedId>>,
@@ -173,6 +176,7 @@ impl DiskCache {
             tmp,
             locks,
             space,
+            huge_pages: config.huge_pages,
             inflight: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
             tmp_seq: AtomicU64::new(0),
@@ -415,7 +419,9 @@ impl Inner {
         // new file in tmp/ and rename it over), and unlinking keeps the mapped pages valid.
         // Only a person editing cache files by hand could break this.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&path, e))?;
-        crate::mapping::advise_huge_pages(&map);
+        if self.huge_pages {
+            crate::mapping::advise_huge_pages(&map);
+        }
         let trailer = match parse_trailer(&map, key_hash) {
             Ok(t) => t,
             Err(reason) => return Ok(Lookup::Corrupt(reason)),
@@ -553,7 +559,9 @@ impl Inner {
         self.mark_verified((meta.dev(), meta.ino(), meta.len(), crc));
         // SAFETY: see `lookup`; this file is published and will never be written again.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&dest, e))?;
-        crate::mapping::advise_huge_pages(&map);
+        if self.huge_pages {
+            crate::mapping::advise_huge_pages(&map);
+        }
         drop(file); // the mapping holds the lock now (see `CacheEntry`)
         drop(key_lock);
         let len = data.len();

@@ -99,6 +99,7 @@ fn open(dir: &Path, limit: Option<u64>) -> DiskCache {
     DiskCache::open(CacheConfig {
         dir: dir.to_path_buf(),
         limit,
+        huge_pages: true,
     })
     .expect("open cache")
 }

@@ -119,6 +119,8 @@ pub struct FetchPolicy {
     /// Read answered bodies a few at a time, as many as add throughput ([`transfers`]), rather
     /// than all at once.
     pub adaptive_transfers: bool,
+    /// Advise huge pages on mapped local files (`LoaderConfig::huge_pages`).
+    pub huge_pages: bool,
 }
 
 impl FetchPolicy {
@@ -130,6 +132,7 @@ impl FetchPolicy {
             max_requests: c.io_concurrency.saturating_mul(2).clamp(1, 1024),
             range_split_bytes: c.range_split_bytes.max(1),
             adaptive_transfers: c.adaptive_transfers,
+            huge_pages: c.huge_pages,
         }
     }
 }
@@ -521,7 +524,8 @@ impl Fetcher {
             });
         }
         // Only the range, mapped as it is touched: see `map_range`.
-        let bytes = crate::mapping::map_range(&file, len, range).map_err(io)?;
+        let bytes =
+            crate::mapping::map_range(&file, len, range, self.policy.huge_pages).map_err(io)?;
         Counters::add(&self.counters.bytes_fetched, bytes.len() as u64);
         Counters::add_time(&self.counters.fetch_ns, started);
         Ok(bytes)
