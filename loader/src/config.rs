@@ -9,8 +9,8 @@
 //!   a resume state refuses a change that would alter the sample order;
 //! - **what a batch holds** (`columns`, `list_mode`/`list_modes`, `binary_mode`/`binary_modes`);
 //! - **performance and resources** (`prefetch_bytes`, `io_concurrency`, `decode_threads`,
-//!   `cache_dir`/`cache_limit`, `pin_memory`, `batch_queue`): these never change which samples
-//!   arrive or in which order.
+//!   `cache_dir`/`cache_limit`, `pin_memory`, `batch_queue`, `huge_pages`): these never change
+//!   which samples arrive or in which order.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
