@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use memmap2::Mmap;
-use shardstream_loader::prefetch::{prefetch, ROWS_AHEAD};
+use shardstream_loader::prefetch::{self, ROWS_AHEAD};
 
 /// One measured pass.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -91,19 +91,13 @@ pub fn shuffled_copy(files: &[PathBuf], o: &GatherOptions) -> std::io::Result<Ga
                         let at = at as usize;
                         &maps[f as usize][at..at + sample_bytes]
                     };
-                    // As the loader's gather does (see `shardstream_loader::prefetch`).
-                    batch
-                        .iter()
-                        .take(ROWS_AHEAD)
-                        .for_each(|x| prefetch(sample(x)));
                     for (j, (slot, x)) in out
                         .chunks_exact_mut(sample_bytes)
                         .zip(batch.iter())
                         .enumerate()
                     {
-                        if let Some(next) = batch.get(j + ROWS_AHEAD) {
-                            prefetch(sample(next));
-                        }
+                        // As the loader's gather does (see `shardstream_loader::prefetch`).
+                        prefetch::ahead(batch, j, ROWS_AHEAD, |x| prefetch::prefetch(sample(x)));
                         slot.copy_from_slice(sample(x));
                     }
                     std::hint::black_box(&out);

@@ -548,7 +548,7 @@ impl Collator {
                         let mut t = Tensor::new(&self.pool, DType::U8, vec![b, len])?;
                         let out = t.as_mut_bytes();
                         for (i, &(u, r)) in rows.iter().enumerate() {
-                            prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| {
+                            prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| {
                                 prefetch::prefetch(views[u].value(r).unwrap_or_default())
                             });
                             let v = views[u]
@@ -594,7 +594,7 @@ impl Collator {
                 let out = values.as_mut_bytes();
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, &(u, r)) in rows.iter().enumerate() {
-                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| views[u].prefetch(r));
+                    prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| views[u].prefetch(r));
                     let span = views[u].span(r);
                     let n = span.len();
                     let row = &mut out[i * lmax * w..(i + 1) * lmax * w];
@@ -614,7 +614,7 @@ impl Collator {
                 let mut at = 0usize;
                 offs[0] = 0;
                 for (i, &(u, r)) in rows.iter().enumerate() {
-                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| views[u].prefetch(r));
+                    prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| views[u].prefetch(r));
                     let span = views[u].span(r);
                     let n = span.len();
                     views[u].copy(span, &mut out[at * w..(at + n) * w]);
@@ -645,9 +645,7 @@ impl Collator {
                 let out = values.as_mut_bytes();
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, x) in rows.iter().enumerate() {
-                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| {
-                        prefetch::prefetch(value(&(u, r)))
-                    });
+                    prefetch::ahead(rows, i, ROWS_AHEAD, |x| prefetch::prefetch(value(x)));
                     let v = value(x);
                     let row = &mut out[i * lmax..(i + 1) * lmax];
                     row[..v.len()].copy_from_slice(v);
@@ -666,9 +664,7 @@ impl Collator {
                 let mut at = 0usize;
                 offs[0] = 0;
                 for (i, x) in rows.iter().enumerate() {
-                    prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| {
-                        prefetch::prefetch(value(&(u, r)))
-                    });
+                    prefetch::ahead(rows, i, ROWS_AHEAD, |x| prefetch::prefetch(value(x)));
                     let v = value(x);
                     out[at..at + v.len()].copy_from_slice(v);
                     at += v.len();
@@ -929,7 +925,7 @@ where
         (None, UnitColumn::Arrow(_)) => unreachable!("Arrow sources were checked above"),
     };
     for (i, &(u, r)) in rows.iter().enumerate() {
-        prefetch_ahead(rows, i, NUMBERS_AHEAD, |u, r| {
+        prefetch::ahead(rows, i, NUMBERS_AHEAD, |&(u, r)| {
             prefetch::prefetch(bytes(u, r))
         });
         if arrays[u].is_some_and(|p| p.is_null(r)) {
@@ -970,21 +966,10 @@ where
         &values[s..s + len]
     };
     for (i, &(u, r)) in rows.iter().enumerate() {
-        prefetch_ahead(rows, i, ROWS_AHEAD, |u, r| prefetch::prefetch(row(u, r)));
+        prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| prefetch::prefetch(row(u, r)));
         out[i * len..(i + 1) * len].copy_from_slice(row(u, r));
     }
     Ok(())
-}
-
-/// Before row `i` of a gather is copied: prefetches row `i + ahead` with `fetch(unit, row)`,
-/// and at the start the rows before it too, so every row has been prefetched once by the time
-/// it is copied.
-#[inline]
-fn prefetch_ahead(rows: &[(usize, usize)], i: usize, ahead: usize, fetch: impl Fn(usize, usize)) {
-    let first = if i == 0 { 0 } else { i + ahead };
-    for &(u, r) in rows.iter().take(i + ahead + 1).skip(first) {
-        fetch(u, r);
-    }
 }
 
 /// Convenience for tests and benches: a shared pool of pageable memory.

@@ -344,6 +344,20 @@ impl DiskCache {
 }
 
 impl Inner {
+    /// Maps the published entry file `file` (at `path`) read-only, with the huge-page advice
+    /// when the loader asks for it (see `crate::mapping`).
+    fn map_entry(&self, file: &File, path: &Path) -> Result<Mmap> {
+        // SAFETY: the mapping is only undefined behaviour if the file changes underneath it.
+        // Entry files are never opened for writing after they are published (writers build a
+        // new file in tmp/ and rename it over), and unlinking keeps the mapped pages valid.
+        // Only a person editing cache files by hand could break this.
+        let map = unsafe { Mmap::map(file) }.map_err(|e| io_err(path, e))?;
+        if self.huge_pages {
+            crate::mapping::advise_huge_pages(&map);
+        }
+        Ok(map)
+    }
+
     fn repair(&self) -> Result<()> {
         let tmp = remove_unlocked_files(&self.tmp, &[]).map_err(|e| io_err(&self.tmp, e))?;
         let locks = remove_unlocked_files(&self.locks, &[]).map_err(|e| io_err(&self.locks, e))?;
@@ -414,14 +428,7 @@ impl Inner {
                 meta.len()
             )));
         }
-        // SAFETY: the mapping is only undefined behaviour if the file changes underneath it.
-        // Entry files are never opened for writing after they are published (writers build a
-        // new file in tmp/ and rename it over), and unlinking keeps the mapped pages valid.
-        // Only a person editing cache files by hand could break this.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&path, e))?;
-        if self.huge_pages {
-            crate::mapping::advise_huge_pages(&map);
-        }
+        let map = self.map_entry(&file, &path)?;
         let trailer = match parse_trailer(&map, key_hash) {
             Ok(t) => t,
             Err(reason) => return Ok(Lookup::Corrupt(reason)),
@@ -557,11 +564,7 @@ impl Inner {
         flock(&file, libc::LOCK_SH).map_err(|e| io_err(&dest, e))?;
         let meta = file.metadata().map_err(|e| io_err(&dest, e))?;
         self.mark_verified((meta.dev(), meta.ino(), meta.len(), crc));
-        // SAFETY: see `lookup`; this file is published and will never be written again.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| io_err(&dest, e))?;
-        if self.huge_pages {
-            crate::mapping::advise_huge_pages(&map);
-        }
+        let map = self.map_entry(&file, &dest)?;
         drop(file); // the mapping holds the lock now (see `CacheEntry`)
         drop(key_lock);
         let len = data.len();
