@@ -24,7 +24,10 @@
 //! [`Error::UnsupportedColumn`] naming the column (select the columns you need, or fill nulls
 //! when writing the data). Binary values take the same road as lists of numbers: each row's
 //! bytes are copied once, from the unit (an Arrow buffer, or for PLAIN Parquet the page itself)
-//! into the pooled batch buffer, with no object per value.
+//! into the pooled batch buffer, with no object per value. Each row's pages are prefetched a
+//! few rows ahead ([`crate::prefetch`]), and a buffer of 4 MiB or more is written with
+//! streaming stores, which skip reading the destination from memory first
+//! ([`crate::streaming`]).
 
 use std::fmt;
 use std::mem::size_of;
@@ -47,6 +50,7 @@ use crate::decode::{DecodedUnit, UnitColumn};
 use crate::pinned::{Element, MemoryKind};
 use crate::pool::{BufferPool, PooledBuffer};
 use crate::prefetch::{self, NUMBERS_AHEAD, ROWS_AHEAD};
+use crate::streaming::{self, Stores};
 use crate::{Error, Result};
 
 /// Runs `$body` with `$A` bound to the Arrow primitive type of `$dtype`.
@@ -440,6 +444,9 @@ impl Collator {
             let col = self.column(name, *layout, &sources, rows)?;
             out.push((name.clone(), col));
         }
+        // Some buffers may have been written with streaming stores: make them visible before
+        // the batch goes to another thread.
+        streaming::fence();
         let pooled: usize = out.iter().map(|(_, c)| c.pooled_capacity()).sum();
         self.pool.note_batch(pooled as u64);
         Ok(out)
@@ -511,7 +518,7 @@ impl Collator {
                         unsupported("a [B, L] tensor (the shards disagree on its type)")
                     })?;
                 let mut t = Tensor::new(&self.pool, d, vec![b, len])?;
-                dispatch!(d, A => gather_fixed::<A>(&lists, rows, len, t.as_mut_slice())
+                dispatch!(d, A => gather_fixed::<A>(&lists, rows, len, t.as_mut_bytes())
                     .map_err(|e| unsupported(&e))?);
                 Ok(Column::Tensor(t))
             }
@@ -547,6 +554,7 @@ impl Collator {
                     (Some(_), BytesType::Fixed(len)) => {
                         let mut t = Tensor::new(&self.pool, DType::U8, vec![b, len])?;
                         let out = t.as_mut_bytes();
+                        let stores = Stores::for_output(out.len());
                         for (i, &(u, r)) in rows.iter().enumerate() {
                             prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| {
                                 prefetch::prefetch(views[u].value(r).unwrap_or_default())
@@ -554,7 +562,7 @@ impl Collator {
                             let v = views[u]
                                 .value(r)
                                 .ok_or_else(|| unsupported("a dense tensor: it holds nulls"))?;
-                            out[i * len..(i + 1) * len].copy_from_slice(v);
+                            stores.copy(&mut out[i * len..(i + 1) * len], v);
                         }
                         Ok(Column::Tensor(t))
                     }
@@ -592,13 +600,14 @@ impl Collator {
                 let mut values = Tensor::new(&self.pool, item, vec![b, lmax])?;
                 let mut lengths = Tensor::new(&self.pool, DType::I64, vec![b])?;
                 let out = values.as_mut_bytes();
+                let stores = Stores::for_output(out.len());
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, &(u, r)) in rows.iter().enumerate() {
                     prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| views[u].prefetch(r));
                     let span = views[u].span(r);
                     let n = span.len();
                     let row = &mut out[i * lmax * w..(i + 1) * lmax * w];
-                    views[u].copy(span, &mut row[..n * w]);
+                    views[u].copy(span, &mut row[..n * w], stores);
                     // Pooled buffers are recycled: padding must be written, not assumed.
                     row[n * w..].fill(0);
                     lens[i] = n as i64;
@@ -610,6 +619,7 @@ impl Collator {
                 let mut values = Tensor::new(&self.pool, item, vec![total])?;
                 let mut offsets = Tensor::new(&self.pool, DType::I64, vec![b + 1])?;
                 let out = values.as_mut_bytes();
+                let stores = Stores::for_output(out.len());
                 let offs = offsets.as_mut_slice::<i64>();
                 let mut at = 0usize;
                 offs[0] = 0;
@@ -617,7 +627,7 @@ impl Collator {
                     prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| views[u].prefetch(r));
                     let span = views[u].span(r);
                     let n = span.len();
-                    views[u].copy(span, &mut out[at * w..(at + n) * w]);
+                    views[u].copy(span, &mut out[at * w..(at + n) * w], stores);
                     at += n;
                     offs[i + 1] = at as i64;
                 }
@@ -643,12 +653,13 @@ impl Collator {
                 let mut values = Tensor::new(&self.pool, DType::U8, vec![b, lmax])?;
                 let mut lengths = Tensor::new(&self.pool, DType::I64, vec![b])?;
                 let out = values.as_mut_bytes();
+                let stores = Stores::for_output(out.len());
                 let lens = lengths.as_mut_slice::<i64>();
                 for (i, x) in rows.iter().enumerate() {
                     prefetch::ahead(rows, i, ROWS_AHEAD, |x| prefetch::prefetch(value(x)));
                     let v = value(x);
                     let row = &mut out[i * lmax..(i + 1) * lmax];
-                    row[..v.len()].copy_from_slice(v);
+                    stores.copy(&mut row[..v.len()], v);
                     // Pooled buffers are recycled: padding must be written, not assumed.
                     row[v.len()..].fill(0);
                     lens[i] = v.len() as i64;
@@ -660,13 +671,14 @@ impl Collator {
                 let mut values = Tensor::new(&self.pool, DType::U8, vec![total])?;
                 let mut offsets = Tensor::new(&self.pool, DType::I64, vec![b + 1])?;
                 let out = values.as_mut_bytes();
+                let stores = Stores::for_output(out.len());
                 let offs = offsets.as_mut_slice::<i64>();
                 let mut at = 0usize;
                 offs[0] = 0;
                 for (i, x) in rows.iter().enumerate() {
                     prefetch::ahead(rows, i, ROWS_AHEAD, |x| prefetch::prefetch(value(x)));
                     let v = value(x);
-                    out[at..at + v.len()].copy_from_slice(v);
+                    stores.copy(&mut out[at..at + v.len()], v);
                     at += v.len();
                     offs[i + 1] = at as i64;
                 }
@@ -859,12 +871,12 @@ impl<O: OffsetSizeTrait> ListView<'_, O> {
         }
     }
 
-    fn copy(&self, elements: Range<usize>, out: &mut [u8]) {
+    fn copy(&self, elements: Range<usize>, out: &mut [u8], stores: Stores) {
         match self {
             ListView::Arrow { bytes, width, .. } => {
-                out.copy_from_slice(&bytes[elements.start * width..elements.end * width])
+                stores.copy(out, &bytes[elements.start * width..elements.end * width])
             }
-            ListView::Plain(p) => p.copy_to(elements, out),
+            ListView::Plain(p) => p.copy_to(elements, out, stores),
         }
     }
 }
@@ -937,15 +949,17 @@ where
     Ok(())
 }
 
+/// Fixed-size lists `[B, L]`: copies each row's `len` numbers, as bytes, into `out`.
 fn gather_fixed<A: ArrowPrimitiveType>(
     lists: &[&FixedSizeListArray],
     rows: &[(usize, usize)],
     len: usize,
-    out: &mut [A::Native],
+    out: &mut [u8],
 ) -> std::result::Result<(), String>
 where
     A::Native: Element,
 {
+    let w = size_of::<A::Native>();
     let mut views = Vec::with_capacity(lists.len());
     for l in lists {
         if l.value_length().max(0) as usize != len {
@@ -958,16 +972,18 @@ where
         if values.null_count() > 0 || l.null_count() > 0 {
             return Err("a dense tensor: it holds nulls".into());
         }
-        views.push((*l, values.values().as_ref()));
+        views.push((*l, values.values().inner().as_slice()));
     }
     let row = |u: usize, r: usize| {
-        let (list, values): (&FixedSizeListArray, &[A::Native]) = views[u];
-        let s = list.value_offset_at(r);
-        &values[s..s + len]
+        let (list, values): (&FixedSizeListArray, &[u8]) = views[u];
+        let s = list.value_offset_at(r) * w;
+        &values[s..s + len * w]
     };
+    let stores = Stores::for_output(out.len());
+    let row_bytes = len * w;
     for (i, &(u, r)) in rows.iter().enumerate() {
         prefetch::ahead(rows, i, ROWS_AHEAD, |&(u, r)| prefetch::prefetch(row(u, r)));
-        out[i * len..(i + 1) * len].copy_from_slice(row(u, r));
+        stores.copy(&mut out[i * row_bytes..(i + 1) * row_bytes], row(u, r));
     }
     Ok(())
 }
@@ -984,8 +1000,8 @@ pub fn pageable_pool() -> BufferPool {
 mod tests {
     use super::*;
     use arrow::array::{
-        BooleanArray, FixedSizeListBuilder, Int32Builder, Int64Array, ListBuilder, RecordBatch,
-        StringArray,
+        BinaryArray, BooleanArray, FixedSizeListBuilder, Int32Builder, Int64Array, ListBuilder,
+        RecordBatch, StringArray,
     };
     use arrow::datatypes::Field;
     use std::sync::Arc;
@@ -1062,6 +1078,76 @@ mod tests {
         };
         assert_eq!(values.as_slice::<i32>().unwrap(), &[5, 6, 1, 2, 3, 4]);
         assert_eq!(offsets.as_slice::<i64>().unwrap(), &[0, 2, 5, 5, 6]);
+    }
+
+    /// Batches of several megabytes are written with streaming stores (see `streaming`): each
+    /// layout still holds exactly the rows asked for, at odd lengths and offsets.
+    #[test]
+    fn batches_larger_than_the_cache_are_gathered_exactly() {
+        let n = 48;
+        // Row i: 20,000 + 997·i numbers (80–270 KB) and as many bytes, so neither the rows
+        // nor their offsets in a ragged batch are multiples of the stores' 32 bytes.
+        let toks: Vec<Vec<i32>> = (0..n)
+            .map(|i| {
+                (0..20_000 + 997 * i)
+                    .map(|j| (i * 100_003 + j) as i32)
+                    .collect()
+            })
+            .collect();
+        let blobs: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                (0..20_000 + 997 * i)
+                    .map(|j| (i * 31 + j * 7) as u8)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[i32]> = toks.iter().map(Vec::as_slice).collect();
+        let u = RecordBatch::try_from_iter(vec![
+            ("tokens", lists(&refs)),
+            (
+                "blob",
+                Arc::new(BinaryArray::from_iter_values(&blobs)) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let rows: Vec<(usize, usize)> = (0..n).rev().map(|r| (0, r)).collect();
+        for list in [ListMode::Padded, ListMode::Ragged] {
+            let binary = match list {
+                ListMode::Padded => BinaryMode::Padded,
+                ListMode::Ragged => BinaryMode::Ragged,
+            };
+            let c = Collator::new(
+                &u.schema(),
+                |_| ColumnMode { list, binary },
+                pageable_pool(),
+            );
+            let cols = c.collate(&[&du(&u)], &rows).unwrap();
+            let (tok_bytes, blob_bytes): (Vec<u8>, Vec<u8>) = match (&cols[0].1, &cols[1].1) {
+                (Column::Ragged { values: t, .. }, Column::Ragged { values: b, .. }) => {
+                    (t.as_bytes().to_vec(), b.as_bytes().to_vec())
+                }
+                (Column::Padded { values: t, .. }, Column::Padded { values: b, .. }) => {
+                    (t.as_bytes().to_vec(), b.as_bytes().to_vec())
+                }
+                other => panic!("unexpected layout {other:?}"),
+            };
+            assert!(
+                tok_bytes.len() >= crate::streaming::STREAMING_MIN_BYTES,
+                "the batch is large enough to stream"
+            );
+            let longest = toks.iter().map(Vec::len).max().unwrap();
+            let (mut want_t, mut want_b) = (Vec::new(), Vec::new());
+            for &(_, r) in &rows {
+                want_t.extend(toks[r].iter().flat_map(|x| x.to_ne_bytes()));
+                want_b.extend(&blobs[r]);
+                if list == ListMode::Padded {
+                    want_t.resize(want_t.len() + (longest - toks[r].len()) * 4, 0);
+                    want_b.resize(want_b.len() + longest - blobs[r].len(), 0);
+                }
+            }
+            assert!(tok_bytes == want_t, "{list:?} token rows differ");
+            assert!(blob_bytes == want_b, "{list:?} blob rows differ");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! against the manifest), [`cache`] (node-local shared disk cache), `mapping` (local files and
 //! cache entries mapped, in huge pages where the kernel can), [`decode`] (shard bytes to
 //! Arrow), [`collate`] (rows to batch columns) with [`prefetch`] (rows loaded ahead of its
-//! copy), [`pool`] and [`pinned`] (recycled, page-locked batch memory), [`engine`] (the
+//! copy) and [`streaming`] (large batches written past the cache), [`pool`] and [`pinned`]
+//! (recycled, page-locked batch memory), [`engine`] (the
 //! pipeline and the public iterator), [`stats`] (counters).
 //! tokio never leaks out of this crate: the public API is synchronous.
 //!
@@ -44,6 +45,7 @@ pub mod pinned;
 pub mod pool;
 pub mod prefetch;
 pub mod stats;
+pub mod streaming;
 
 pub use collate::{Batch, Column, DType, SampleId, Tensor};
 pub use config::{BinaryMode, ColumnMode, ListMode, LoaderConfig, PinMemory};

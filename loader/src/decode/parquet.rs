@@ -386,7 +386,7 @@ mod tests {
             UnitColumn::Plain(p) => (0..p.num_rows())
                 .map(|r| {
                     let mut b = [0u8; 8];
-                    p.copy_to(p.row(r), &mut b);
+                    p.copy_to(p.row(r), &mut b, crate::streaming::Stores::Cached);
                     i64::from_le_bytes(b)
                 })
                 .collect(),

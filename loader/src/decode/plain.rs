@@ -43,6 +43,7 @@ use super::page_header::{self, PageKind, PLAIN, RLE};
 use super::pieces::Pieces;
 use super::rope::Rope;
 use crate::collate::DType;
+use crate::streaming::Stores;
 
 /// How a qualifying column's levels map to rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,8 +232,8 @@ impl PlainColumn {
         &self.segments[seg][from..to]
     }
 
-    /// Copies elements `elements` into `out` (exactly their byte length).
-    pub fn copy_to(&self, mut elements: Range<usize>, out: &mut [u8]) {
+    /// Copies elements `elements` into `out` (exactly their byte length) with `stores`.
+    pub fn copy_to(&self, mut elements: Range<usize>, out: &mut [u8], stores: Stores) {
         debug_assert_eq!(out.len(), elements.len() * self.width);
         let mut at = 0;
         let mut seg = self
@@ -244,7 +245,7 @@ impl PlainColumn {
             let take = elements.end.min(end) - elements.start;
             let from = (elements.start - start) * self.width;
             let n = take * self.width;
-            out[at..at + n].copy_from_slice(&self.segments[seg][from..from + n]);
+            stores.copy(&mut out[at..at + n], &self.segments[seg][from..from + n]);
             at += n;
             elements.start += take;
             seg += 1;
@@ -823,7 +824,7 @@ mod tests {
         };
         assert_eq!(col.num_rows(), 3);
         let mut out = vec![0u8; 12];
-        col.copy_to(col.row(1), &mut out);
+        col.copy_to(col.row(1), &mut out, Stores::Cached);
         assert_eq!(u32s(&out), vec![2, 3, 4]);
         // What a prefetch of each row touches: the row's bytes in the page of its first
         // element, which for the row crossing pages is its start only.
@@ -900,7 +901,7 @@ mod tests {
             };
             col.push_fixed(&mut cut(&values, chunk), 50, 4).unwrap();
             let mut out = vec![0u8; 200];
-            col.copy_to(0..50, &mut out);
+            col.copy_to(0..50, &mut out, Stores::Cached);
             assert_eq!(out, values, "cut {chunk}");
             assert_eq!(col.value(17), &17u32.to_le_bytes());
         }
