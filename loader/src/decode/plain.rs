@@ -890,8 +890,8 @@ mod tests {
 
     #[test]
     fn elements_cut_by_chunk_boundaries_are_whole_in_their_segments() {
-        let values: Vec<u8> = (0u32..50).flat_map(u32::to_le_bytes).collect();
-        for chunk in [1, 3, 4, 6, 13, 200] {
+        let values: Vec<u8> = (0u32..5000).flat_map(u32::to_le_bytes).collect();
+        for chunk in [1, 3, 4, 6, 13, 200, 4099] {
             let mut col = PlainColumn {
                 width: 4,
                 segments: Vec::new(),
@@ -899,10 +899,17 @@ mod tests {
                 offsets: None,
                 values: None,
             };
-            col.push_fixed(&mut cut(&values, chunk), 50, 4).unwrap();
-            let mut out = vec![0u8; 200];
-            col.copy_to(0..50, &mut out, Stores::Cached);
-            assert_eq!(out, values, "cut {chunk}");
+            col.push_fixed(&mut cut(&values, chunk), 5000, 4).unwrap();
+            // Streaming stores (a large batch) copy whole segments past the cache.
+            for stores in [Stores::Cached, Stores::Streaming] {
+                let mut out = vec![0u8; 20_000];
+                col.copy_to(0..5000, &mut out, stores);
+                crate::streaming::fence();
+                assert!(out == values, "cut {chunk}, {stores:?}");
+                let mut out = vec![0u8; 4 * 3000];
+                col.copy_to(1003..4003, &mut out, stores);
+                assert!(out == values[4 * 1003..4 * 4003], "cut {chunk}, {stores:?}");
+            }
             assert_eq!(col.value(17), &17u32.to_le_bytes());
         }
     }
