@@ -87,7 +87,7 @@ pub(crate) fn advise_huge_pages(map: &Mmap) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -108,7 +108,7 @@ mod tests {
     /// The `/proc/self/smaps` entry of the mapping holding `addr`: its header line (with the
     /// file offset it maps from) and its `VmFlags`.
     #[cfg(target_os = "linux")]
-    fn smaps_entry(addr: usize) -> (String, String) {
+    pub(crate) fn smaps_entry(addr: usize) -> (String, String) {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut header = None;
         for line in smaps.lines() {

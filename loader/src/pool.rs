@@ -21,7 +21,10 @@
 //! 16 MiB batches of 64 KiB blobs (8 in circulation against a 64 MiB limit) that churn cost
 //! 14% of the loader's CPU and 20% of its throughput. Once the pool recycles, how fresh memory
 //! is obtained hardly matters: mapping large buffers directly (no `calloc` memset) and asking
-//! for transparent huge pages were both tried and measured no faster side by side.
+//! for transparent huge pages were both tried and measured no faster side by side. What does
+//! show is the first round of buffers in a short-lived process, and the TLB on batches of many
+//! megabytes: pageable buffers from 4 MiB on are mapped in huge pages since (see
+//! `pinned::HUGE_BUFFER_MIN`).
 
 use std::collections::BTreeMap;
 use std::fmt;
