@@ -32,8 +32,9 @@ use std::ops::Range;
 use bytes::Bytes;
 use memmap2::{Mmap, MmapOptions};
 
-/// The huge page size the alignment aims at (x86-64 and most aarch64 kernels).
-const HUGE_PAGE: u64 = 2 << 20;
+/// The huge page size the alignment aims at (x86-64 and most aarch64 kernels); large batch
+/// buffers are aligned to it too (see `pinned`).
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Maps bytes `range` of a file `file_len` bytes long (the range must lie inside it)
 /// read-only and returns them as `Bytes` without copying, asking for huge pages if
@@ -58,10 +59,11 @@ pub(crate) fn map_range(
     if range.is_empty() {
         return Ok(Bytes::new());
     }
-    let start = range.start - range.start % HUGE_PAGE;
+    const HUGE: u64 = HUGE_PAGE as u64;
+    let start = range.start - range.start % HUGE;
     let end = range
         .end
-        .checked_next_multiple_of(HUGE_PAGE)
+        .checked_next_multiple_of(HUGE)
         .map_or(file_len, |e| e.min(file_len))
         .max(range.end);
     let len = usize::try_from(end - start)

@@ -30,6 +30,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::collate::DType;
+use crate::mapping::HUGE_PAGE;
 
 /// Alignment of every buffer of a page or more: a page, which also satisfies every element type
 /// and SIMD width (and keeps the copies into a batch off split cache lines).
@@ -56,9 +57,6 @@ pub const SMALL_ALIGN: usize = 64;
 /// CPU-s/GB, 6 rounds). The 2 MiB token batches stay on the heap: the same change on them
 /// measured 6,585 against 6,475 MB/s.
 pub const HUGE_BUFFER_MIN: usize = 4 << 20;
-
-/// The huge page size those buffers are aligned and sized to.
-const HUGE_PAGE: usize = 2 << 20;
 
 /// Whether a pageable buffer of `capacity` bytes (a page multiple) is mapped on its own with
 /// huge pages. Decided from the capacity alone, so that freeing takes the same road as

@@ -198,9 +198,30 @@ impl PlainColumn {
             let start = v.start as usize;
             return &self.segments[v.segment as usize][start..start + v.len as usize];
         }
-        let seg = self.segment_starts.partition_point(|&s| s <= r) - 1;
+        let seg = self.segment_of(r);
         let from = (r - self.segment_starts[seg]) * self.width;
         &self.segments[seg][from..from + self.width]
+    }
+
+    /// The segment (page piece) holding element `element`.
+    fn segment_of(&self, element: usize) -> usize {
+        self.segment_starts.partition_point(|&s| s <= element) - 1
+    }
+
+    /// The bytes of `elements`, one slice per segment they lie in, in order.
+    fn pieces(&self, elements: Range<usize>) -> impl Iterator<Item = &[u8]> {
+        let mut seg = self.segment_of(elements.start);
+        let mut next = elements.start;
+        std::iter::from_fn(move || {
+            if next >= elements.end {
+                return None;
+            }
+            let (start, end) = (self.segment_starts[seg], self.segment_starts[seg + 1]);
+            let to = elements.end.min(end);
+            let piece = &self.segments[seg][(next - start) * self.width..(to - start) * self.width];
+            (next, seg) = (to, seg + 1);
+            Some(piece)
+        })
     }
 
     fn num_elements(&self) -> usize {
@@ -219,36 +240,16 @@ impl PlainColumn {
     /// unless the range crosses into the next page): what a prefetch ahead of
     /// [`PlainColumn::copy_to`] should touch.
     pub fn first_piece(&self, elements: Range<usize>) -> &[u8] {
-        if elements.is_empty() {
-            return &[];
-        }
-        let seg = self
-            .segment_starts
-            .partition_point(|&s| s <= elements.start)
-            - 1;
-        let (start, end) = (self.segment_starts[seg], self.segment_starts[seg + 1]);
-        let from = (elements.start - start) * self.width;
-        let to = (elements.end.min(end) - start) * self.width;
-        &self.segments[seg][from..to]
+        self.pieces(elements).next().unwrap_or_default()
     }
 
     /// Copies elements `elements` into `out` (exactly their byte length) with `stores`.
-    pub fn copy_to(&self, mut elements: Range<usize>, out: &mut [u8], stores: Stores) {
+    pub fn copy_to(&self, elements: Range<usize>, out: &mut [u8], stores: Stores) {
         debug_assert_eq!(out.len(), elements.len() * self.width);
         let mut at = 0;
-        let mut seg = self
-            .segment_starts
-            .partition_point(|&s| s <= elements.start)
-            - 1;
-        while !elements.is_empty() {
-            let (start, end) = (self.segment_starts[seg], self.segment_starts[seg + 1]);
-            let take = elements.end.min(end) - elements.start;
-            let from = (elements.start - start) * self.width;
-            let n = take * self.width;
-            stores.copy(&mut out[at..at + n], &self.segments[seg][from..from + n]);
-            at += n;
-            elements.start += take;
-            seg += 1;
+        for piece in self.pieces(elements) {
+            stores.copy(&mut out[at..at + piece.len()], piece);
+            at += piece.len();
         }
     }
 
